@@ -1,0 +1,250 @@
+"""The three-stage cascade of one stream: statistical gate -> River -> ONNX autoencoder.
+
+Every point is scored by the first enabled stage. A stage hands the point (stage 3: the
+window ending at the point) to the next enabled stage only when its score reaches that
+stage's gate (``escalation.river_at`` / ``escalation.onnx_at``), or when a sampled check
+is due (``escalation.sample_every``), so drift the cheap stages miss is still looked at.
+
+Fusion (docs/fusion.md): with ``fusion: deepest`` the fused score is the score of the
+deepest stage that looked at the point -- a deeper stage confirms or dismisses what a
+shallower one suspected; with ``fusion: max`` it is the largest stage score.
+
+Learning is score-then-learn: the point is scored with state from strictly earlier
+points, then learnt. Stage 1 keeps values it flagged out of its baseline (see
+:class:`~agent.detectors.zscore.StatGate`); stage 2 does not learn points whose fused
+score reached the alert threshold when ``river.guard`` is on. The stage-3 window always
+holds the real values (an autoencoder must see the anomaly to score it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.config import AgentConfig, StreamConfig
+from agent.detectors.river_models import RiverStage
+from agent.detectors.zscore import StatGate
+from agent.onnx_scorer import OnnxModel
+from agent.types import Stage
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The cascade's verdict on one point, before the alert policy."""
+
+    score: float
+    stage: Stage
+    stage_scores: tuple[float | None, float | None, float | None]
+    channel_evidence: np.ndarray | None
+    sampled: bool = False
+
+
+class _Window:
+    """The last ``size`` rows, readable as one contiguous (size, C) array in O(1)."""
+
+    def __init__(self, size: int, n_channels: int) -> None:
+        self.size = size
+        self._buf = np.zeros((2 * size, n_channels))
+        self._pos = 0
+        self.count = 0
+
+    def push(self, x: np.ndarray) -> None:
+        self._buf[self._pos] = x
+        self._buf[self._pos + self.size] = x
+        self._pos = (self._pos + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.size
+
+    def view(self) -> np.ndarray:
+        return self._buf[self._pos : self._pos + self.size]
+
+    def resized(self, size: int) -> _Window:
+        new = _Window(size, self._buf.shape[1])
+        keep = min(self.count, size)
+        if keep:
+            for row in self.view()[self.size - keep :]:
+                new.push(row)
+        return new
+
+
+class StreamCascade:
+    """Per-stream detector state and the escalation logic."""
+
+    def __init__(
+        self, stream: StreamConfig, config: AgentConfig, model: OnnxModel | None = None
+    ) -> None:
+        self.stream = stream
+        self.config = config
+        self.channels = stream.channel_names
+        n = len(self.channels)
+        det = config.detectors
+        self.stat = StatGate(det.zscore, n, stream.channels) if det.zscore.enabled else None
+        self.river = RiverStage(det.river, self.channels) if det.river.enabled else None
+        self._model: OnnxModel | None = None
+        self._feat_idx: np.ndarray | None = None
+        self._window: _Window | None = None
+        self._last = np.zeros(n)
+        self._seen = np.zeros(n, dtype=bool)
+        self._since_sample = 0
+        self.counts = {"scored": [0, 0, 0], "escalated": [0, 0, 0], "sampled": 0, "imputed": 0}
+        if model is not None:
+            self.set_model(model)
+
+    # ------------------------------------------------------------------ model
+    @property
+    def model(self) -> OnnxModel | None:
+        return self._model
+
+    def set_model(self, model: OnnxModel | None) -> None:
+        """Swap the stage-3 model between two points; the raw window history is kept."""
+        if model is None:
+            self._model, self._feat_idx = None, None
+            return
+        idx = model.feature_index(self.channels)
+        if self._window is None:
+            self._window = _Window(model.window, len(self.channels))
+        elif self._window.size != model.window:
+            self._window = self._window.resized(model.window)
+        self._model, self._feat_idx = model, idx
+
+    # ------------------------------------------------------------------ helpers
+    def _fill(self, x: np.ndarray) -> np.ndarray:
+        """Carry the last finite value forward into missing channels (stages 2 and 3)."""
+        finite = np.isfinite(x)
+        if finite.all():
+            self._last = x.copy()
+            self._seen[:] = True
+            return x
+        self.counts["imputed"] += 1
+        if self.stat is not None:
+            fallback = np.where(self._seen, self._last, self.stat.center())
+        else:
+            fallback = self._last
+        filled = np.where(finite, x, fallback)
+        self._last = filled
+        self._seen |= finite
+        return filled
+
+    @property
+    def warming_up(self) -> bool:
+        if self.stat is not None:
+            return self.stat.warming_up
+        if self.river is not None:
+            return self.river.warming_up
+        return self._window is None or not self._window.full
+
+    # ------------------------------------------------------------------ main path
+    def process(self, x: np.ndarray, alert_threshold: float) -> Outcome:
+        """Score ``x`` (channel values, NaN = missing) with state from earlier points, then learn."""
+        filled = self._fill(x)
+        if self._window is not None:
+            self._window.push(filled)
+        esc = self.config.escalation
+        sample = False
+        if esc.sample_every:
+            self._since_sample += 1
+            if self._since_sample >= esc.sample_every:
+                self._since_sample, sample = 0, True
+
+        s1 = s2 = s3 = None
+        evidence: np.ndarray | None = None
+        prev: float | None = None  # score of the last stage that ran
+        deepest = Stage.NONE
+        if self.stat is not None and not self.stat.warming_up:
+            s1 = self.stat.score_one(x)
+            self.counts["scored"][0] += 1
+            evidence = self.stat.last_ratios
+            prev, deepest = s1, Stage.STATISTICAL
+        if self.river is not None and not self.river.warming_up and (
+            prev is None or prev >= esc.river_at or sample
+        ):
+            if prev is not None:
+                self.counts["escalated"][1] += 1
+            s2 = self.river.score_one(filled)
+            self.counts["scored"][1] += 1
+            prev, deepest = s2, Stage.RIVER
+        model, window = self._model, self._window
+        if model is not None and window is not None and window.full and (
+            prev is None or prev >= esc.onnx_at or sample
+        ):
+            if prev is not None:
+                self.counts["escalated"][2] += 1
+            res = model.score_window(window.view()[:, self._feat_idx])
+            s3 = res.score
+            self.counts["scored"][2] += 1
+            if res.channel_errors is not None:
+                ev = np.zeros(len(self.channels))
+                ev[self._feat_idx] = res.channel_errors / max(model.meta.threshold, 1e-12)
+                evidence = ev
+            prev, deepest = s3, Stage.ONNX
+        if sample and deepest != Stage.NONE:
+            self.counts["sampled"] += 1
+
+        scores = [s for s in (s1, s2, s3) if s is not None]
+        if not scores:
+            fused = 0.0
+        elif esc.fusion == "max":
+            fused = max(scores)
+        else:
+            fused = scores[-1]
+
+        # ---- learn (after scoring: no point ever scores itself)
+        if self.stat is not None:
+            self.stat.learn_one(x)
+        if self.river is not None and not (
+            self.config.detectors.river.guard and fused >= alert_threshold
+        ):
+            self.river.learn_one(filled)
+        return Outcome(fused, deepest, (s1, s2, s3), evidence, sample)
+
+    def learn_only(self, x: np.ndarray) -> None:
+        """Warm-up rows: learn without scoring (the stat gate accepts everything finite)."""
+        filled = self._fill(x)
+        if self._window is not None:
+            self._window.push(filled)
+        if self.stat is not None:
+            self.stat.learn_one(x, flagged=np.zeros(len(self.channels), dtype=bool))
+        if self.river is not None:
+            self.river.learn_one(filled)
+
+    def rebaseline(self) -> None:
+        if self.stat is not None:
+            self.stat.rebaseline_all()
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "channels": self.channels,
+            "stat": self.stat.state_dict() if self.stat is not None else None,
+            "river": self.river.state_dict() if self.river is not None else None,
+            "window": self._window,
+            "last": self._last.copy(),
+            "seen": self._seen.copy(),
+            "since_sample": self._since_sample,
+            "counts": self.counts,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if tuple(state["channels"]) != self.channels:
+            raise ValueError(f"checkpoint channels {state['channels']} != {self.channels}")
+        if (state["stat"] is None) != (self.stat is None) or (state["river"] is None) != (
+            self.river is None
+        ):
+            raise ValueError("checkpoint stages do not match the configured stages")
+        if self.stat is not None:
+            self.stat.load_state(state["stat"])
+        if self.river is not None:
+            self.river.load_state(state["river"])
+        win = state["window"]
+        if win is not None and self._model is not None and win.size != self._model.window:
+            win = win.resized(self._model.window)
+        self._window = win if self._model is not None else self._window
+        self._last = state["last"]
+        self._seen = state["seen"]
+        self._since_sample = int(state["since_sample"])
+        self.counts = state["counts"]

@@ -1,0 +1,148 @@
+"""Stage 2: River online detectors behind a streaming min-max scaler, self-calibrating.
+
+River detectors score on their own scales (HalfSpaceTrees in [0, 1], LODA as a
+negative log-likelihood, OneClassSVM as a margin). Each one is therefore calibrated
+against its own recent history of scores on *accepted* points: with ``m`` the median and
+``q`` the ``calibration_quantile`` of the last ``calibration_window`` such scores, the
+threshold ratio is ``(s - m) / (q - m)`` (1.0 = as unusual as the top
+``1 - calibration_quantile`` of normal points). The stage ratio is the largest model
+ratio, mapped to [0, 1) as ``r / (1 + r)`` like every stage.
+
+The min-max scaler (HalfSpaceTrees assumes features in [0, 1]) is ours, vectorised and
+fed only accepted points, so an anomaly cannot stretch its own range. Values outside the
+learnt range are clipped to a margin around [0, 1].
+
+Memory: HalfSpaceTrees holds ``n_trees * 2**height`` nodes, LODA ``n_random_cuts``
+bounded histograms, OneClassSVM one weight per feature; nothing grows with history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from agent.config import RiverConfig, RiverModelConfig
+
+_REFRESH = 50  # accepted points between re-computations of the calibration quantiles
+
+
+def _make_model(cfg: RiverModelConfig) -> Any:
+    # Imported lazily: `river.anomaly` pulls in scipy (~1 s); agents without stage 2 skip it.
+    from river import anomaly
+
+    if cfg.kind == "half_space_trees":
+        return anomaly.HalfSpaceTrees(
+            n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed
+        )
+    if cfg.kind == "loda":
+        return anomaly.LODA(n_bins=cfg.n_bins, n_random_cuts=cfg.n_random_cuts, seed=cfg.seed)
+    if cfg.kind == "one_class_svm":
+        return anomaly.OneClassSVM(nu=cfg.nu)
+    raise ValueError(f"unknown river model kind {cfg.kind!r}")  # config validation prevents this
+
+
+class _Calibrator:
+    """Rolling median / upper quantile of a model's scores on accepted points."""
+
+    def __init__(self, window: int, quantile: float) -> None:
+        self.window = window
+        self.quantile = quantile
+        self._ring = np.zeros(window)
+        self._n = 0
+        self._since = 0
+        self._mid = 0.0
+        self._span = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self._span > 0
+
+    def add(self, s: float) -> None:
+        self._ring[self._n % self.window] = s
+        self._n += 1
+        self._since += 1
+        if self._since >= _REFRESH or (self._span == 0 and self._n >= 20):
+            vals = self._ring[: min(self._n, self.window)]
+            mid, hi = np.quantile(vals, [0.5, self.quantile])
+            spread = float(hi - mid)
+            self._mid = float(mid)
+            self._span = spread if spread > 0 else max(1e-9, 1e-6 * abs(float(mid)))
+            self._since = 0
+
+    def ratio(self, s: float) -> float:
+        if not self.ready:
+            return 0.0
+        return max(0.0, (s - self._mid) / self._span)
+
+
+class RiverStage:
+    """A list of River anomaly detectors over one stream's channels."""
+
+    def __init__(self, config: RiverConfig, channels: Sequence[str]) -> None:
+        self.config = config
+        self.channels = tuple(channels)
+        self._models = [_make_model(m) for m in config.models]
+        self._calib = [
+            _Calibrator(config.calibration_window, config.calibration_quantile)
+            for _ in config.models
+        ]
+        c = len(self.channels)
+        self._lo = np.full(c, np.inf)
+        self._hi = np.full(c, -np.inf)
+        self._learned = 0
+        self.last_ratios = np.zeros(len(self._models))
+
+    @property
+    def warming_up(self) -> bool:
+        return self._learned < self.config.warmup or not all(k.ready for k in self._calib)
+
+    def _features(self, x: np.ndarray) -> dict[str, float]:
+        span = self._hi - self._lo
+        span = np.where(span > 0, span, 1.0)
+        z = np.clip((x - np.where(np.isfinite(self._lo), self._lo, 0.0)) / span, -0.5, 1.5)
+        return dict(zip(self.channels, z.tolist(), strict=True))
+
+    def score_one(self, x: np.ndarray) -> float:
+        """Stage score in [0, 1) (0 while warming up). ``x`` must be finite."""
+        if self.warming_up:
+            self.last_ratios = np.zeros(len(self._models))
+            return 0.0
+        feats = self._features(x)
+        ratios = np.array(
+            [k.ratio(m.score_one(feats)) for m, k in zip(self._models, self._calib, strict=True)]
+        )
+        self.last_ratios = ratios
+        peak = float(ratios.max())
+        return peak / (1.0 + peak)
+
+    def learn_one(self, x: np.ndarray) -> None:
+        """Learn one accepted point (the cascade decides what is accepted)."""
+        self._lo = np.minimum(self._lo, x)
+        self._hi = np.maximum(self._hi, x)
+        feats = self._features(x)
+        for m, k in zip(self._models, self._calib, strict=True):
+            if self._learned >= self.config.warmup // 2:
+                # Calibrate on scores of points the model has not yet seen (as at scoring).
+                k.add(m.score_one(feats))
+            m.learn_one(feats)
+        self._learned += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "models": self._models,
+            "calib": self._calib,
+            "lo": self._lo.copy(),
+            "hi": self._hi.copy(),
+            "learned": self._learned,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if len(state["models"]) != len(self._models) or state["lo"].shape != self._lo.shape:
+            raise ValueError("river state does not match the configured models/channels")
+        self._models = state["models"]
+        self._calib = state["calib"]
+        self._lo = state["lo"]
+        self._hi = state["hi"]
+        self._learned = int(state["learned"])

@@ -1,0 +1,286 @@
+"""The detection engine: validated points in, decisions and alerts out. No I/O, no clock.
+
+The engine owns one :class:`~agent.cascade.StreamCascade` and one
+:class:`~agent.policy.AlertPolicy` per configured stream, the input counters and the
+alert sinks. ``replay``, the live runtime and the benchmarks all drive this same object,
+so what is measured offline is what runs on the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.cascade import StreamCascade
+from agent.checkpoint import load_checkpoint, save_checkpoint
+from agent.config import AgentConfig, StreamConfig
+from agent.counters import RejectCounter
+from agent.errors import CheckpointError
+from agent.onnx_scorer import OnnxModel
+from agent.policy import AlertPolicy
+from agent.sinks import AlertSink
+from agent.types import Alert, AlertEvent, Decision, Point, Stage
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Runs every configured stream through its cascade and alert policy."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        model: OnnxModel | None = None,
+        sinks: Iterable[AlertSink] = (),
+    ) -> None:
+        self.config = config
+        self.sinks = list(sinks)
+        self.rejects = RejectCounter()
+        self.points_in = 0
+        self.points_learn_only = 0
+        self.alert_counts: Counter[str] = Counter()
+        self._seq = 0
+        self._model = model
+        self._cascades: dict[str, StreamCascade] = {}
+        self._policies: dict[str, AlertPolicy] = {}
+        self._last_ts: dict[str, float] = {}
+        self._index: dict[str, dict[str, int]] = {}
+        for s in config.streams:
+            self._add_stream(s)
+
+    # ------------------------------------------------------------------ setup
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _add_stream(self, s: StreamConfig) -> None:
+        model = self._model if self._fits(self._model, s) else None
+        self._cascades[s.id] = StreamCascade(s, self.config, model)
+        self._policies[s.id] = AlertPolicy(
+            self.config.alerts, s.id, s.channel_names, self.config.agent.id, self._next_seq
+        )
+        self._index[s.id] = {name: i for i, name in enumerate(s.channel_names)}
+
+    @staticmethod
+    def _fits(model: OnnxModel | None, s: StreamConfig) -> bool:
+        return model is not None and set(model.features) <= set(s.channel_names)
+
+    @property
+    def model(self) -> OnnxModel | None:
+        return self._model
+
+    def set_model(self, model: OnnxModel | None) -> list[str]:
+        """Swap the stage-3 model for every stream it fits; return those streams."""
+        self._model = model
+        used = []
+        for sid, cas in self._cascades.items():
+            fits = self._fits(model, cas.stream)
+            cas.set_model(model if fits else None)
+            if fits:
+                used.append(sid)
+        return used
+
+    def cascade(self, stream: str) -> StreamCascade:
+        return self._cascades[stream]
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self._cascades)
+
+    # ------------------------------------------------------------------ validation
+    def _vector(self, point: Point) -> np.ndarray | None:
+        """Channel vector of a point, NaN where missing/bad; None when the point is unusable."""
+        sid = point.stream
+        index = self._index.get(sid)
+        if index is None:
+            self.rejects.reject("unknown_stream", f"stream {sid!r} is not configured")
+            return None
+        ts = point.ts
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
+            self.rejects.reject("bad_timestamp", f"stream {sid!r}: timestamp {ts!r}")
+            return None
+        last = self._last_ts.get(sid)
+        if last is not None and ts <= last:
+            reason = "duplicate_timestamp" if ts == last else "out_of_order"
+            self.rejects.reject(reason, f"stream {sid!r}: ts {ts} after {last}")
+            return None
+        x = np.full(len(index), np.nan)
+        for name, value in point.values.items():
+            i = index.get(name)
+            if i is None:
+                self.rejects.reject("unknown_channel", f"stream {sid!r} has no channel {name!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.rejects.reject("non_numeric", f"stream {sid!r} channel {name!r}: {value!r}")
+                continue
+            if not math.isfinite(value):
+                self.rejects.reject("non_finite", f"stream {sid!r} channel {name!r}: {value}")
+                continue
+            x[i] = value
+        present = np.isfinite(x)
+        if not present.any():
+            self.rejects.reject("no_valid_values", f"stream {sid!r}: no usable channel value")
+            return None
+        if not present.all() and len(point.values) < len(index):
+            self.rejects.reject("missing_channel", f"stream {sid!r}: channels missing")
+        self._last_ts[sid] = float(ts)
+        return x
+
+    # ------------------------------------------------------------------ processing
+    def process(self, point: Point) -> Decision:
+        """Score one point (score-then-learn), apply the alert policy, emit alerts."""
+        self.points_in += 1
+        x = self._vector(point)
+        policy = self._policies.get(point.stream)
+        if x is None:
+            return Decision(point.ts, point.stream, 0.0, Stage.NONE, bool(policy and policy.active))
+        cas = self._cascades[point.stream]
+        out = cas.process(x, self.config.alerts.threshold)
+        assert policy is not None
+        if out.stage == Stage.NONE:
+            return Decision(point.ts, point.stream, 0.0, Stage.NONE, policy.active)
+        active, events = policy.update(point.ts, out.score, int(out.stage), out.channel_evidence)
+        for ev in events:
+            self._emit(ev)
+        _s1, s2, s3 = out.stage_scores
+        return Decision(
+            point.ts, point.stream, out.score, out.stage, active, (s2 is not None, s3 is not None)
+        )
+
+    def learn_only(self, point: Point) -> None:
+        """Warm-up: learn a point without scoring it (replay's ``--warmup-rows``)."""
+        self.points_in += 1
+        self.points_learn_only += 1
+        x = self._vector(point)
+        if x is not None:
+            self._cascades[point.stream].learn_only(x)
+
+    def _emit(self, alert: Alert) -> None:
+        if alert.event is AlertEvent.RAISE:
+            self.alert_counts[alert.severity.label] += 1
+        elif alert.event is AlertEvent.UPDATE:
+            self.alert_counts[f"upgraded_to_{alert.severity.label}"] += 1
+        for sink in self.sinks:
+            try:
+                sink.emit(alert)
+            except Exception:  # a broken sink must not stop detection
+                log.exception("alert sink %r failed", sink)
+
+    def adopt(self, old: Engine) -> list[str]:
+        """Live reconfiguration hook: take over ``old``'s counters, alert sequence and the
+        detector/alert state of every stream whose configuration did not change (a stream
+        whose channels, detectors, escalation or alert settings changed starts fresh).
+        Returns the streams whose state was kept."""
+        self.points_in, self.points_learn_only = old.points_in, old.points_learn_only
+        self.rejects, self.alert_counts, self._seq = old.rejects, old.alert_counts, old._seq
+        same = (old.config.detectors, old.config.escalation, old.config.alerts) == (
+            self.config.detectors, self.config.escalation, self.config.alerts)
+        kept = []
+        for sid, cas in self._cascades.items():
+            if sid in old._last_ts:
+                self._last_ts[sid] = old._last_ts[sid]
+            if same and sid in old._cascades and old.config.stream(sid) == self.config.stream(sid):
+                cas.load_state(old._cascades[sid].state_dict())
+                self._policies[sid].load_state(old._policies[sid].state_dict())
+                kept.append(sid)
+        return kept
+
+    def rebaseline(self, stream: str | None = None) -> list[str]:
+        targets = [stream] if stream is not None else list(self._cascades)
+        done = []
+        for sid in targets:
+            if sid in self._cascades:
+                self._cascades[sid].rebaseline()
+                done.append(sid)
+        return done
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, Any]:
+        scored = [0, 0, 0]
+        escalated = [0, 0, 0]
+        sampled = imputed = 0
+        streams: dict[str, Any] = {}
+        for sid, cas in self._cascades.items():
+            c = cas.counts
+            for i in range(3):
+                scored[i] += c["scored"][i]
+                escalated[i] += c["escalated"][i]
+            sampled += c["sampled"]
+            imputed += c["imputed"]
+            streams[sid] = {
+                "warming_up": cas.warming_up,
+                "stage1_warming_up": cas.stat.warming_up if cas.stat is not None else None,
+                "stage2_warming_up": cas.river.warming_up if cas.river is not None else None,
+                "stage3_model": cas.model is not None,
+                "rebaselines": cas.stat.rebaselines if cas.stat is not None else 0,
+                "alert_active": self._policies[sid].active,
+            }
+        total = max(scored[0] or scored[1] or scored[2], 1)
+        model = self._model
+        return {
+            "points_in": self.points_in,
+            "points_learn_only": self.points_learn_only,
+            "points_rejected": self.rejects.total(),
+            "rejected": self.rejects.as_dict(),
+            "scored": {"stage1": scored[0], "stage2": scored[1], "stage3": scored[2]},
+            "escalated": {"to_stage2": escalated[1], "to_stage3": escalated[2],
+                          "sampled": sampled},
+            "escalation_rate": {"stage2": scored[1] / total, "stage3": scored[2] / total},
+            "imputed": imputed,
+            "alerts": dict(sorted(self.alert_counts.items())),
+            "model": model.describe() if model is not None else None,
+            "provider": model.provider if model is not None else None,
+            "streams": streams,
+        }
+
+    # ------------------------------------------------------------------ checkpoint
+    def fingerprint(self) -> str:
+        det = {
+            "detectors": asdict(self.config.detectors.zscore) | {
+                "river": asdict(self.config.detectors.river)},
+            "streams": [asdict(s) for s in self.config.streams],
+            "alerts": asdict(self.config.alerts),
+        }
+        return hashlib.sha256(json.dumps(det, sort_keys=True, default=str).encode()).hexdigest()
+
+    def save(self, path: str | Path) -> int:
+        state = {
+            "cascades": {sid: c.state_dict() for sid, c in self._cascades.items()},
+            "policies": {sid: p.state_dict() for sid, p in self._policies.items()},
+            "last_ts": dict(self._last_ts),
+            "seq": self._seq,
+        }
+        return save_checkpoint(path, state, self.fingerprint())
+
+    def restore(self, path: str | Path) -> bool:
+        """Restore from a checkpoint; on any problem log why, keep fresh state, return False."""
+        p = Path(path)
+        if not p.exists():
+            return False
+        try:
+            state = load_checkpoint(p, self.fingerprint())
+            if set(state["cascades"]) != set(self._cascades):
+                raise CheckpointError(f"{p}: streams differ from the configuration")
+            for sid, cas in self._cascades.items():
+                cas.load_state(state["cascades"][sid])
+                self._policies[sid].load_state(state["policies"][sid])
+            self._last_ts = dict(state["last_ts"])
+            self._seq = int(state["seq"])
+        except (CheckpointError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("checkpoint rejected, starting fresh: %s", exc)
+            fresh = Engine(self.config, self._model, self.sinks)
+            self.__dict__.update({k: v for k, v in fresh.__dict__.items()
+                                  if k not in ("rejects", "points_in")})
+            return False
+        log.info("restored detector state from %s", p)
+        return True
+

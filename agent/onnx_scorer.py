@@ -1,0 +1,207 @@
+"""Stage 3: score a window of the last W points with an ONNX autoencoder.
+
+:class:`OnnxModel` is one loaded, verified model (session + metadata). It is immutable
+once built, so swapping models is one reference assignment between two windows.
+Loading checks, in order: the file parses, the metadata is valid, the graph's input and
+output fit the metadata, the execution provider (first available of the configured list;
+a fallback is logged loudly), a warm-up inference, and the golden vectors.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import OnnxConfig
+from agent.errors import ModelLoadError, ModelMetadataError
+from agent.model_meta import META_KEY, ModelMeta, reduce_errors
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAMES = {
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+GOLDEN_RTOL = 1e-3
+GOLDEN_ATOL = 1e-6
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A stage-3 result for one window: raw error, [0,1) score, per-channel errors."""
+
+    raw: float
+    score: float
+    channel_errors: np.ndarray | None
+
+
+def choose_provider(wanted: Sequence[str], available: Sequence[str]) -> tuple[str, bool]:
+    """First configured provider that onnxruntime offers; (name, fell_back)."""
+    for i, name in enumerate(wanted):
+        ort_name = PROVIDER_NAMES.get(name, name)
+        if ort_name in available:
+            return ort_name, i > 0
+    if "CPUExecutionProvider" in available:
+        return "CPUExecutionProvider", True
+    raise ModelLoadError(f"none of the providers {list(wanted)} is available ({list(available)})")
+
+
+class OnnxModel:
+    """An onnxruntime session plus the model's metadata, ready to score windows."""
+
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        providers: Sequence[str] = ("cuda", "cpu"),
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        verify_golden: bool = True,
+        source: str = "<bytes>",
+    ) -> None:
+        import onnxruntime as ort
+
+        self.source = source
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.size = len(data)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = inter_op_threads
+        opts.log_severity_level = 3
+        provider, fell_back = choose_provider(providers, ort.get_available_providers())
+        try:
+            self._session = ort.InferenceSession(data, sess_options=opts, providers=[provider])
+        except Exception as exc:  # onnxruntime raises several unrelated types on bad bytes
+            raise ModelLoadError(f"{source}: onnxruntime cannot load the model: {exc}") from exc
+        self.provider = self._session.get_providers()[0]
+        if fell_back or self.provider != provider:
+            log.warning(
+                "stage 3 runs on %s: configured providers %s not all available (%s)",
+                self.provider, list(providers), ", ".join(ort.get_available_providers()),
+            )
+        props = self._session.get_modelmeta().custom_metadata_map
+        if META_KEY not in props:
+            raise ModelMetadataError(f"{source}: no '{META_KEY}' entry in the model's metadata")
+        self.meta = ModelMeta.from_json(props[META_KEY])
+        self._check_signature()
+        self._center = np.asarray(self.meta.scaler.center, dtype=np.float32)
+        self._scale = np.asarray(self.meta.scaler.scale, dtype=np.float32)
+        self._input = self.meta.input_name
+        # Warm-up: the first real window should not pay for lazy initialisation.
+        self.score_batch(np.zeros((1, self.meta.window, len(self.meta.features))))
+        if verify_golden:
+            self.check_golden()
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: object) -> OnnxModel:
+        p = Path(path)
+        try:
+            size = p.stat().st_size
+            if size > MAX_MODEL_BYTES:
+                raise ModelLoadError(f"{p}: {size} bytes exceeds the {MAX_MODEL_BYTES} byte limit")
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"{p}: cannot read model: {exc}") from exc
+        return cls(data, source=str(p), **kwargs)  # type: ignore[arg-type]
+
+    def _check_signature(self) -> None:
+        inputs = self._session.get_inputs()
+        names = [i.name for i in inputs]
+        if len(inputs) != 1 or names[0] != self.meta.input_name:
+            raise ModelMetadataError(
+                f"{self.source}: graph inputs {names} do not match metadata input "
+                f"'{self.meta.input_name}' (exactly one input expected)"
+            )
+        shape = inputs[0].shape
+        w, c = self.meta.window, len(self.meta.features)
+        if len(shape) != 3 or shape[1] not in (w, None) or shape[2] not in (c, None):
+            if not (len(shape) == 3 and all(isinstance(d, str) for d in shape[1:])):
+                raise ModelMetadataError(
+                    f"{self.source}: input shape {shape} does not fit (batch, {w}, {c})"
+                )
+
+    @property
+    def window(self) -> int:
+        return self.meta.window
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.meta.features
+
+    def feature_index(self, channels: Sequence[str]) -> np.ndarray:
+        """Indices of the model's features inside a stream's channel list."""
+        missing = [f for f in self.meta.features if f not in channels]
+        if missing:
+            raise ModelLoadError(
+                f"{self.source}: model features {missing} are not channels of the stream "
+                f"({list(channels)})"
+            )
+        return np.array([list(channels).index(f) for f in self.meta.features])
+
+    def score_batch(self, windows: np.ndarray) -> list[Scored]:
+        """Score raw (unscaled) windows of shape (batch, window, n_features)."""
+        x = np.asarray(windows, dtype=np.float32)
+        if not self.meta.scaling_in_graph:
+            x = (x - self._center) / self._scale
+        out = self._session.run(None, {self._input: x})[0]
+        kind = self.meta.output
+        if kind == "reconstruction":
+            raw, err = reduce_errors(self.meta, (out.astype(np.float64) - x) ** 2)
+            per: list[np.ndarray | None] = list(err)
+        elif kind == "channel_error":
+            err = out.astype(np.float64).reshape(len(x), -1)
+            raw = err.mean(axis=1)
+            per = list(err)
+        else:
+            raw = out.astype(np.float64).reshape(len(x))
+            per = [None] * len(x)
+        return [
+            Scored(raw=float(r), score=self.meta.calibrate(float(r)), channel_errors=p)
+            for r, p in zip(raw, per, strict=True)
+        ]
+
+    def score_window(self, window: np.ndarray) -> Scored:
+        return self.score_batch(window[None, ...])[0]
+
+    def check_golden(self) -> None:
+        """Re-run the exporter's golden vectors; a mismatch means a broken or foreign model."""
+        for i, g in enumerate(self.meta.golden):
+            got = self.score_window(np.asarray(g.window, dtype=np.float64)).raw
+            if not np.isclose(got, g.raw_score, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL):
+                raise ModelLoadError(
+                    f"{self.source}: golden vector {i} gives raw error {got:.6g}, "
+                    f"expected {g.raw_score:.6g}"
+                )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.meta.name,
+            "version": self.meta.version,
+            "sha256": self.sha256,
+            "provider": self.provider,
+            "window": self.meta.window,
+            "features": list(self.meta.features),
+        }
+
+
+def model_from_config(config: OnnxConfig, resolve: Callable[[str], Path]) -> OnnxModel | None:
+    """Load the configured stage-3 model, or None when stage 3 is disabled."""
+    if not config.enabled or not config.model:
+        return None
+    return OnnxModel.from_path(
+        resolve(config.model),
+        providers=config.providers,
+        intra_op_threads=config.intra_op_threads,
+        inter_op_threads=config.inter_op_threads,
+        verify_golden=config.verify_golden,
+    )
