@@ -1,0 +1,1 @@
+"""Sources: turn bytes from the outside world into points."""
