@@ -18,6 +18,7 @@ holds the real values (an autoencoder must see the anomaly to score it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ class Outcome:
     score: float
     stage: Stage
     stage_scores: tuple[float | None, float | None, float | None]
-    channel_evidence: np.ndarray | None
+    channel_evidence: Sequence[float] | None
     sampled: bool = False
 
 
@@ -88,8 +89,8 @@ class StreamCascade:
         self._model: OnnxModel | None = None
         self._feat_idx: np.ndarray | None = None
         self._window: _Window | None = None
-        self._last = np.zeros(n)
-        self._seen = np.zeros(n, dtype=bool)
+        self._last = [0.0] * n
+        self._seen = [False] * n
         self._since_sample = 0
         self.counts = {"scored": [0, 0, 0], "escalated": [0, 0, 0], "sampled": 0, "imputed": 0}
         if model is not None:
@@ -113,22 +114,21 @@ class StreamCascade:
         self._model, self._feat_idx = model, idx
 
     # ------------------------------------------------------------------ helpers
-    def _fill(self, x: np.ndarray) -> np.ndarray:
+    def _fill(self, x: list[float]) -> list[float]:
         """Carry the last finite value forward into missing channels (stages 2 and 3)."""
-        finite = np.isfinite(x)
-        if finite.all():
-            self._last = x.copy()
-            self._seen[:] = True
-            return x
-        self.counts["imputed"] += 1
-        if self.stat is not None:
-            fallback = np.where(self._seen, self._last, self.stat.center())
-        else:
-            fallback = self._last
-        filled = np.where(finite, x, fallback)
-        self._last = filled
-        self._seen |= finite
-        return filled
+        last = self._last
+        missing = False
+        for i, v in enumerate(x):
+            if v - v == 0.0:  # finite (NaN and inf give NaN)
+                last[i] = v
+                self._seen[i] = True
+            else:
+                missing = True
+                if not self._seen[i]:
+                    last[i] = self.stat.center()[i] if self.stat is not None else 0.0
+        if missing:
+            self.counts["imputed"] += 1
+        return list(last)
 
     @property
     def warming_up(self) -> bool:
@@ -139,12 +139,13 @@ class StreamCascade:
         return self._window is None or not self._window.full
 
     # ------------------------------------------------------------------ main path
-    def process(self, x: np.ndarray, alert_threshold: float) -> Outcome:
-        """Score ``x`` (channel values, NaN = missing) with state from earlier points, then learn."""
+    def process(self, x: list[float], alert_threshold: float) -> Outcome:
+        """Score ``x`` (NaN = missing) with state from earlier points only, then learn it."""
         filled = self._fill(x)
         if self._window is not None:
             self._window.push(filled)
         esc = self.config.escalation
+        counts = self.counts
         sample = False
         if esc.sample_every:
             self._since_sample += 1
@@ -152,63 +153,65 @@ class StreamCascade:
                 self._since_sample, sample = 0, True
 
         s1 = s2 = s3 = None
-        evidence: np.ndarray | None = None
+        evidence: Sequence[float] | None = None
         prev: float | None = None  # score of the last stage that ran
         deepest = Stage.NONE
-        if self.stat is not None and not self.stat.warming_up:
-            s1 = self.stat.score_one(x)
-            self.counts["scored"][0] += 1
-            evidence = self.stat.last_ratios
+        stat, river = self.stat, self.river
+        if stat is not None and not stat.warming_up:
+            s1 = stat.score_one(x)
+            counts["scored"][0] += 1
+            evidence = stat.last_ratios
             prev, deepest = s1, Stage.STATISTICAL
-        if self.river is not None and not self.river.warming_up and (
+        if river is not None and not river.warming_up and (
             prev is None or prev >= esc.river_at or sample
         ):
             if prev is not None:
-                self.counts["escalated"][1] += 1
-            s2 = self.river.score_one(filled)
-            self.counts["scored"][1] += 1
+                counts["escalated"][1] += 1
+            s2 = river.score_one(filled)
+            counts["scored"][1] += 1
             prev, deepest = s2, Stage.RIVER
         model, window = self._model, self._window
         if model is not None and window is not None and window.full and (
             prev is None or prev >= esc.onnx_at or sample
         ):
             if prev is not None:
-                self.counts["escalated"][2] += 1
+                counts["escalated"][2] += 1
             res = model.score_window(window.view()[:, self._feat_idx])
             s3 = res.score
-            self.counts["scored"][2] += 1
+            counts["scored"][2] += 1
             if res.channel_errors is not None:
                 ev = np.zeros(len(self.channels))
                 ev[self._feat_idx] = res.channel_errors / max(model.meta.threshold, 1e-12)
-                evidence = ev
+                evidence = ev.tolist()
             prev, deepest = s3, Stage.ONNX
         if sample and deepest != Stage.NONE:
-            self.counts["sampled"] += 1
+            counts["sampled"] += 1
 
-        scores = [s for s in (s1, s2, s3) if s is not None]
-        if not scores:
+        if prev is None:
             fused = 0.0
         elif esc.fusion == "max":
-            fused = max(scores)
+            fused = max(s for s in (s1, s2, s3) if s is not None)
         else:
-            fused = scores[-1]
+            fused = prev
+        # The policy keeps evidence only for hits; copy (stage 1 reuses its buffer).
+        evidence = list(evidence) if evidence is not None and fused >= alert_threshold else None
 
         # ---- learn (after scoring: no point ever scores itself)
-        if self.stat is not None:
-            self.stat.learn_one(x)
-        if self.river is not None and not (
+        if stat is not None:
+            stat.learn_one(x)
+        if river is not None and not (
             self.config.detectors.river.guard and fused >= alert_threshold
         ):
-            self.river.learn_one(filled)
+            river.learn_one(filled, scored=s2 is not None)
         return Outcome(fused, deepest, (s1, s2, s3), evidence, sample)
 
-    def learn_only(self, x: np.ndarray) -> None:
+    def learn_only(self, x: list[float]) -> None:
         """Warm-up rows: learn without scoring (the stat gate accepts everything finite)."""
         filled = self._fill(x)
         if self._window is not None:
             self._window.push(filled)
         if self.stat is not None:
-            self.stat.learn_one(x, flagged=np.zeros(len(self.channels), dtype=bool))
+            self.stat.learn_one(x, flagged=[False] * len(self.channels))
         if self.river is not None:
             self.river.learn_one(filled)
 
@@ -223,8 +226,8 @@ class StreamCascade:
             "stat": self.stat.state_dict() if self.stat is not None else None,
             "river": self.river.state_dict() if self.river is not None else None,
             "window": self._window,
-            "last": self._last.copy(),
-            "seen": self._seen.copy(),
+            "last": list(self._last),
+            "seen": list(self._seen),
             "since_sample": self._since_sample,
             "counts": self.counts,
         }
@@ -244,7 +247,7 @@ class StreamCascade:
         if win is not None and self._model is not None and win.size != self._model.window:
             win = win.resized(self._model.window)
         self._window = win if self._model is not None else self._window
-        self._last = state["last"]
-        self._seen = state["seen"]
+        self._last = list(state["last"])
+        self._seen = list(state["seen"])
         self._since_sample = int(state["since_sample"])
         self.counts = state["counts"]

@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         "z-score -> River -> ONNX autoencoder.",
     )
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
-    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+    p.add_argument("--log-level", default=None,
+                   choices=["debug", "info", "warning", "error"],
                    help="override the config's agent.log_level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", required=True, help="agent YAML config")
     rp.add_argument("--input", required=True, help="CSV file or directory of CSV files")
     rp.add_argument("--scores", required=True, help="output CSV file (or directory)")
-    rp.add_argument("--stream", default=None, help="stream id of the config to use (default: first)")
+    rp.add_argument("--stream", default=None,
+                    help="stream id of the config to use (default: the first)")
     rp.add_argument("--warmup-rows", type=int, default=0,
                     help="first N rows of each file only learn (written with score 0, alert 0)")
     rp.add_argument("--alerts", default=None, help="also write alert events as JSON lines here")

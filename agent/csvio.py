@@ -7,14 +7,15 @@ ISO-8601 (naive times are taken as UTC). Label columns (``anomaly``, ``changepoi
 ``label``, ``is_anomaly``) are never scored.
 
 A bad cell is left out of the row (counted as ``non_numeric`` or ``missing_value``;
-literal ``nan``/``inf`` are passed on for the engine to count as ``non_finite``), a row with the wrong number of cells
-or a bad timestamp is kept as a row without values (counted), so the output still has one
-row per input row. A file that is unreadable, empty or has no usable column raises
-:class:`~agent.errors.InputError`.
+literal ``nan``/``inf`` are passed on for the engine to count as ``non_finite``); a row
+with the wrong number of cells or a bad timestamp is kept as a row without values
+(counted), so the output still has one row per input row. A file that is unreadable,
+empty or has no usable column raises :class:`~agent.errors.InputError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -145,10 +146,8 @@ def read_table(path: str | Path) -> Table:
             except ValueError:
                 table.note("non_numeric", f"line {lineno}: column {header[ci]!r}: {cell!r}")
         for name, ci in zip(table.labels, label_cols, strict=True):
-            try:
+            with contextlib.suppress(ValueError):
                 table.labels[name][r] = float(cells[ci])
-            except ValueError:
-                pass
     if n and np.isnan(table.ts).all():
         raise InputError(f"{p}: no row has a usable timestamp ({table.first_problem})")
     return table

@@ -18,8 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agent.cascade import StreamCascade
 from agent.checkpoint import load_checkpoint, save_checkpoint
 from agent.config import AgentConfig, StreamConfig
@@ -97,7 +95,7 @@ class Engine:
         return tuple(self._cascades)
 
     # ------------------------------------------------------------------ validation
-    def _vector(self, point: Point) -> np.ndarray | None:
+    def _vector(self, point: Point) -> list[float] | None:
         """Channel vector of a point, NaN where missing/bad; None when the point is unusable."""
         sid = point.stream
         index = self._index.get(sid)
@@ -113,7 +111,8 @@ class Engine:
             reason = "duplicate_timestamp" if ts == last else "out_of_order"
             self.rejects.reject(reason, f"stream {sid!r}: ts {ts} after {last}")
             return None
-        x = np.full(len(index), np.nan)
+        x = [math.nan] * len(index)
+        present = 0
         for name, value in point.values.items():
             i = index.get(name)
             if i is None:
@@ -125,12 +124,13 @@ class Engine:
             if not math.isfinite(value):
                 self.rejects.reject("non_finite", f"stream {sid!r} channel {name!r}: {value}")
                 continue
-            x[i] = value
-        present = np.isfinite(x)
-        if not present.any():
+            if x[i] != x[i]:
+                present += 1
+            x[i] = float(value)
+        if not present:
             self.rejects.reject("no_valid_values", f"stream {sid!r}: no usable channel value")
             return None
-        if not present.all() and len(point.values) < len(index):
+        if present < len(index) and len(point.values) < len(index):
             self.rejects.reject("missing_channel", f"stream {sid!r}: channels missing")
         self._last_ts[sid] = float(ts)
         return x

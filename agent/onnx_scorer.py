@@ -124,11 +124,12 @@ class OnnxModel:
             )
         shape = inputs[0].shape
         w, c = self.meta.window, len(self.meta.features)
-        if len(shape) != 3 or shape[1] not in (w, None) or shape[2] not in (c, None):
-            if not (len(shape) == 3 and all(isinstance(d, str) for d in shape[1:])):
-                raise ModelMetadataError(
-                    f"{self.source}: input shape {shape} does not fit (batch, {w}, {c})"
-                )
+        fixed_ok = len(shape) == 3 and shape[1] in (w, None) and shape[2] in (c, None)
+        symbolic = len(shape) == 3 and all(isinstance(d, str) for d in shape[1:])
+        if not (fixed_ok or symbolic):
+            raise ModelMetadataError(
+                f"{self.source}: input shape {shape} does not fit (batch, {w}, {c})"
+            )
 
     @property
     def window(self) -> int:

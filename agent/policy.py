@@ -20,11 +20,10 @@ the source material means by them, whatever the stage.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-
-import numpy as np
 
 from agent.config import AlertConfig
 from agent.types import Alert, AlertEvent, Severity, Stage
@@ -58,13 +57,13 @@ class AlertPolicy:
         self._hits = 0
         self._active = False
         self._episodes = 0
-        self._cooldown_until = -np.inf
+        self._cooldown_until = -math.inf
         self._below = 0
         self._start = 0.0
         self._peak = 0.0
         self._peak_stage = Stage.NONE
         self._severity = Severity.MEDIUM
-        self._evidence = np.zeros(len(self.channels))
+        self._evidence = [0.0] * len(self.channels)
         self._id = ""
         self._thr_odds = _odds(config.threshold)
 
@@ -86,9 +85,15 @@ class AlertPolicy:
         return Severity.MEDIUM
 
     def _top_channels(self) -> tuple[str, ...]:
-        order = np.argsort(-self._evidence, kind="stable")
-        top = [self.channels[i] for i in order[: self.config.top_channels] if self._evidence[i] > 0]
-        return tuple(top)
+        ev = self._evidence
+        order = sorted(range(len(ev)), key=lambda i: -ev[i])
+        return tuple(self.channels[i] for i in order[: self.config.top_channels] if ev[i] > 0)
+
+    def _merge(self, evidence: Sequence[float] | None) -> None:
+        if evidence is not None:
+            self._evidence = [
+                max(a, b) if b == b else a for a, b in zip(self._evidence, evidence, strict=True)
+            ]
 
     def _event(self, event: AlertEvent, ts: float, score: float) -> Alert:
         return Alert(
@@ -108,7 +113,7 @@ class AlertPolicy:
         )
 
     def update(
-        self, ts: float, score: float, stage: int, evidence: np.ndarray | None
+        self, ts: float, score: float, stage: int, evidence: Sequence[float] | None
     ) -> tuple[bool, list[Alert]]:
         """Feed one fused score; return (point is in an alert episode, events emitted)."""
         cfg = self.config
@@ -126,17 +131,16 @@ class AlertPolicy:
                 self._peak = score
                 self._peak_stage = Stage(stage)
                 self._severity = self.severity_of(score)
-                self._evidence = np.zeros(len(self.channels))
+                self._evidence = [0.0] * len(self.channels)
                 self._below = 0
-                if evidence is not None:
-                    self._evidence = np.maximum(self._evidence, np.nan_to_num(evidence))
+                self._merge(evidence)
                 key = f"{self.agent_id}/{self.stream}/{ts!r}/{self._episodes}"
                 self._id = str(uuid.uuid5(_NAMESPACE, key))
                 events.append(self._event(AlertEvent.RAISE, ts, score))
             return self._active, events
         # active episode
-        if evidence is not None and hit:
-            self._evidence = np.maximum(self._evidence, np.nan_to_num(evidence))
+        if hit:
+            self._merge(evidence)
         if score > self._peak:
             self._peak, self._peak_stage = score, Stage(stage)
             sev = self.severity_of(score)

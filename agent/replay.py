@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import AgentConfig, ChannelConfig, StreamConfig
-from agent.csvio import Table, read_table
+from agent.csvio import Table
 from agent.engine import Engine
 from agent.errors import InputError
 from agent.onnx_scorer import OnnxModel

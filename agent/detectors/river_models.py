@@ -18,6 +18,7 @@ bounded histograms, OneClassSVM one weight per feature; nothing grows with histo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,54 +79,71 @@ class _Calibrator:
 
 
 class RiverStage:
-    """A list of River anomaly detectors over one stream's channels."""
+    """A list of River anomaly detectors over one stream's channels.
+
+    Calibration scores are taken on every ``calibration_every``-th learnt point
+    (whether or not that point was escalated, so the sample is unbiased); the rest of
+    the learnt points cost one ``learn_one`` per model and nothing else.
+    """
+
+    calibration_every = 4
 
     def __init__(self, config: RiverConfig, channels: Sequence[str]) -> None:
         self.config = config
         self.channels = tuple(channels)
         self._models = [_make_model(m) for m in config.models]
         self._calib = [
-            _Calibrator(config.calibration_window, config.calibration_quantile)
+            _Calibrator(config.calibration_window // self.calibration_every,
+                        config.calibration_quantile)
             for _ in config.models
         ]
         c = len(self.channels)
-        self._lo = np.full(c, np.inf)
-        self._hi = np.full(c, -np.inf)
+        self._lo = [math.inf] * c
+        self._hi = [-math.inf] * c
         self._learned = 0
-        self.last_ratios = np.zeros(len(self._models))
+        self._last_raw: list[float] = []
+        self.last_ratios = [0.0] * len(self._models)
 
     @property
     def warming_up(self) -> bool:
         return self._learned < self.config.warmup or not all(k.ready for k in self._calib)
 
-    def _features(self, x: np.ndarray) -> dict[str, float]:
-        span = self._hi - self._lo
-        span = np.where(span > 0, span, 1.0)
-        z = np.clip((x - np.where(np.isfinite(self._lo), self._lo, 0.0)) / span, -0.5, 1.5)
-        return dict(zip(self.channels, z.tolist(), strict=True))
+    def _features(self, x: Sequence[float]) -> dict[str, float]:
+        out = {}
+        for name, v, lo, hi in zip(self.channels, x, self._lo, self._hi, strict=True):
+            span = hi - lo
+            z = (v - lo) / span if span > 0 else 0.5
+            out[name] = -0.5 if z < -0.5 else (1.5 if z > 1.5 else z)
+        return out
 
-    def score_one(self, x: np.ndarray) -> float:
+    def score_one(self, x: Sequence[float]) -> float:
         """Stage score in [0, 1) (0 while warming up). ``x`` must be finite."""
         if self.warming_up:
-            self.last_ratios = np.zeros(len(self._models))
+            self.last_ratios = [0.0] * len(self._models)
+            self._last_raw = []
             return 0.0
         feats = self._features(x)
-        ratios = np.array(
-            [k.ratio(m.score_one(feats)) for m, k in zip(self._models, self._calib, strict=True)]
-        )
-        self.last_ratios = ratios
-        peak = float(ratios.max())
+        self._last_raw = [m.score_one(feats) for m in self._models]
+        self.last_ratios = [k.ratio(s) for k, s in zip(self._calib, self._last_raw, strict=True)]
+        peak = max(self.last_ratios)
         return peak / (1.0 + peak)
 
-    def learn_one(self, x: np.ndarray) -> None:
-        """Learn one accepted point (the cascade decides what is accepted)."""
-        self._lo = np.minimum(self._lo, x)
-        self._hi = np.maximum(self._hi, x)
+    def learn_one(self, x: Sequence[float], scored: bool = False) -> None:
+        """Learn one accepted point; ``scored``: score_one was just called on this point."""
+        for i, v in enumerate(x):
+            if v < self._lo[i]:
+                self._lo[i] = v
+            if v > self._hi[i]:
+                self._hi[i] = v
         feats = self._features(x)
-        for m, k in zip(self._models, self._calib, strict=True):
-            if self._learned >= self.config.warmup // 2:
-                # Calibrate on scores of points the model has not yet seen (as at scoring).
-                k.add(m.score_one(feats))
+        calibrate = (
+            self._learned >= self.config.warmup // 2
+            and self._learned % self.calibration_every == 0
+        )
+        for j, (m, k) in enumerate(zip(self._models, self._calib, strict=True)):
+            if calibrate:
+                # The score of a point the model has not learnt yet, as at scoring time.
+                k.add(self._last_raw[j] if scored and self._last_raw else m.score_one(feats))
             m.learn_one(feats)
         self._learned += 1
 
@@ -133,16 +151,16 @@ class RiverStage:
         return {
             "models": self._models,
             "calib": self._calib,
-            "lo": self._lo.copy(),
-            "hi": self._hi.copy(),
+            "lo": list(self._lo),
+            "hi": list(self._hi),
             "learned": self._learned,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if len(state["models"]) != len(self._models) or state["lo"].shape != self._lo.shape:
+        if len(state["models"]) != len(self._models) or len(state["lo"]) != len(self._lo):
             raise ValueError("river state does not match the configured models/channels")
         self._models = state["models"]
         self._calib = state["calib"]
-        self._lo = state["lo"]
-        self._hi = state["hi"]
+        self._lo = list(state["lo"])
+        self._hi = list(state["hi"])
         self._learned = int(state["learned"])
