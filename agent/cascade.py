@@ -1,9 +1,11 @@
 """The three-stage cascade of one stream: statistical gate -> River -> ONNX autoencoder.
 
-Every point is scored by the first enabled stage. A stage hands the point (stage 3: the
-window ending at the point) to the next enabled stage only when its score reaches that
-stage's gate (``escalation.river_at`` / ``escalation.onnx_at``), or when a sampled check
-is due (``escalation.sample_every``), so drift the cheap stages miss is still looked at.
+Every point is scored by the first enabled stage. The point (stage 3: the window ending
+at the point) goes on to the next enabled stage only when the highest score of the
+stages so far reaches that stage's gate (``escalation.river_at`` / ``escalation.onnx_at``),
+or when a sampled check is due (``escalation.sample_every``), so drift the cheap stages
+miss is still looked at. Taking the highest score means a weak stage 2 cannot keep a
+point that stage 1 found suspicious away from the model.
 
 Fusion (docs/fusion.md): with ``fusion: deepest`` the fused score is the score of the
 deepest stage that looked at the point -- a deeper stage confirms or dismisses what a
@@ -154,27 +156,30 @@ class StreamCascade:
 
         s1 = s2 = s3 = None
         evidence: Sequence[float] | None = None
-        prev: float | None = None  # score of the last stage that ran
+        gate: float | None = None  # highest score of the stages that ran so far
+        prev: float | None = None  # score of the deepest stage that ran
         deepest = Stage.NONE
         stat, river = self.stat, self.river
         if stat is not None and not stat.warming_up:
             s1 = stat.score_one(x)
             counts["scored"][0] += 1
             evidence = stat.last_ratios
-            prev, deepest = s1, Stage.STATISTICAL
+            gate = prev = s1
+            deepest = Stage.STATISTICAL
         if river is not None and not river.warming_up and (
-            prev is None or prev >= esc.river_at or sample
+            gate is None or gate >= esc.river_at or sample
         ):
-            if prev is not None:
+            if gate is not None:
                 counts["escalated"][1] += 1
             s2 = river.score_one(filled)
             counts["scored"][1] += 1
+            gate = s2 if gate is None else max(gate, s2)
             prev, deepest = s2, Stage.RIVER
         model, window = self._model, self._window
         if model is not None and window is not None and window.full and (
-            prev is None or prev >= esc.onnx_at or sample
+            gate is None or gate >= esc.onnx_at or sample
         ):
-            if prev is not None:
+            if gate is not None:
                 counts["escalated"][2] += 1
             res = model.score_window(window.view()[:, self._feat_idx])
             s3 = res.score

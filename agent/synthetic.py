@@ -116,7 +116,7 @@ def iot(n: int = 5000, seed: int = 0, anomaly_rate: float = 0.05, start: float =
     )
     labels = np.zeros(n, dtype=bool)
     candidates = np.arange(min(warmup, n // 2), n)
-    idx = rng.choice(candidates, size=int(round(anomaly_rate * n)), replace=False)
+    idx = rng.choice(candidates, size=round(anomaly_rate * n), replace=False)
     for i in idx:
         ch = int(rng.integers(3))
         x[i, ch] += rng.choice([-1.0, 1.0]) * rng.choice([15.0, 30.0])

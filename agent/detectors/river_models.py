@@ -1,14 +1,14 @@
 """Stage 2: River online detectors behind a streaming min-max scaler, self-calibrating.
 
 River detectors score on their own scales (HalfSpaceTrees in [0, 1], LODA as a
-negative log-likelihood, OneClassSVM as a margin). Each one is therefore calibrated
-against its own recent history of scores on *accepted* points: with ``m`` the median and
-``q`` the ``calibration_quantile`` of the last ``calibration_window`` such scores, the
-threshold ratio is ``(s - m) / (q - m)`` (1.0 = as unusual as the top
+negative log-likelihood, OneClassSVM as a margin, negated here so that high means
+anomalous). Each one is therefore calibrated against its own recent history of scores on
+*accepted* points: with ``m`` the median and ``q`` the ``calibration_quantile`` of the
+recent scores, the threshold ratio is ``(s - m) / (q - m)`` (1.0 = as unusual as the top
 ``1 - calibration_quantile`` of normal points). The stage ratio is the largest model
 ratio, mapped to [0, 1) as ``r / (1 + r)`` like every stage.
 
-The min-max scaler (HalfSpaceTrees assumes features in [0, 1]) is ours, vectorised and
+The min-max scaler (HalfSpaceTrees assumes features in [0, 1]) is ours and is
 fed only accepted points, so an anomaly cannot stretch its own range. Values outside the
 learnt range are clipped to a margin around [0, 1].
 
@@ -40,8 +40,21 @@ def _make_model(cfg: RiverModelConfig) -> Any:
     if cfg.kind == "loda":
         return anomaly.LODA(n_bins=cfg.n_bins, n_random_cuts=cfg.n_random_cuts, seed=cfg.seed)
     if cfg.kind == "one_class_svm":
-        return anomaly.OneClassSVM(nu=cfg.nu)
+        return _Negated(anomaly.OneClassSVM(nu=cfg.nu))
     raise ValueError(f"unknown river model kind {cfg.kind!r}")  # config validation prevents this
+
+
+class _Negated:
+    """River's OneClassSVM scores normality (w.x - rho: higher = more normal); flip it."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def score_one(self, x: dict[str, float]) -> float:
+        return -float(self.model.score_one(x))
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        self.model.learn_one(x)
 
 
 class _Calibrator:

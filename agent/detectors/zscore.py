@@ -1,13 +1,12 @@
 """Stage 1: a per-channel statistical gate (rolling z-score and robust modified z-score).
 
-Every channel of a stream keeps a ring of its last ``window`` *accepted* values plus the
-same values in sorted order. From them the gate reads the rolling mean / standard
-deviation (running sums, O(1) per point), the median (O(1) from the sorted list, kept
-sorted with O(log window) search and an O(window) memmove in C) and the MAD (recomputed
-every ``robust_refresh`` accepted points, so its cost is amortised). Memory is
-O(window x channels) and fixed. Per-point work is plain Python over the channels: for
-the handful of channels a stream has, that is several times cheaper than numpy's
-per-call overhead (measured in benchmarks/bench_core.py).
+Every channel keeps a ring of its last ``window`` *accepted* values (one column of a
+``(window, channels)`` array, each channel with its own head). From it the gate keeps the
+rolling mean / standard deviation (running sums, O(1) per point) and the median / MAD
+(recomputed for all channels at once every ``robust_refresh`` points, so their cost is
+amortised and the robust baseline is at most that many points old). Memory is
+O(window x channels), fixed. Per point the work is a fixed number of numpy operations on
+vectors of channel values (no Python loop over channels, no work that grows with history).
 
 Rules (MISSION.md item 3):
 
@@ -16,6 +15,10 @@ Rules (MISSION.md item 3):
 * a deviation smaller than ``max(abs_tolerance, rel_tolerance * |centre|)`` is no
   anomaly, however small the spread of the baseline is;
 * direction per channel: ``up`` ignores drops, ``down`` ignores rises;
+* resolution floor: the spread is never taken below the smallest step between distinct
+  baseline values, so a quantised signal moving by one step is not an anomaly; a
+  baseline with no spread at all (a constant so far) learns every value, so the first
+  new level flags once and then becomes part of the baseline;
 * guard: values the gate flags do not enter the baseline, but they are kept in a small
   quarantine; when a channel has been flagged ``rebaseline_after`` points in a row the
   level shift is accepted as the new normal and the baseline restarts from the
@@ -36,8 +39,6 @@ True
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left, insort
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,78 +48,8 @@ from agent.config import ChannelConfig, ZScoreConfig
 
 _DIRECTIONS = {"both": 0, "up": 1, "down": -1}
 _EPS = 1e-12
-
-
-class _Channel:
-    """Baseline of one channel: ring + sorted copy + running sums + quarantine."""
-
-    __slots__ = (
-        "abs_tol", "count", "direction", "head", "mad_scale", "median_ok", "quarantine",
-        "rel_tol", "ring", "since_refresh", "sorted", "streak", "sum", "sumsq",
-    )
-
-    def __init__(self, window: int, persistence: int, direction: int, abs_tol: float,
-                 rel_tol: float) -> None:
-        self.ring = [0.0] * window
-        self.sorted: list[float] = []
-        self.head = 0
-        self.count = 0
-        self.sum = 0.0
-        self.sumsq = 0.0
-        self.mad_scale = 1.0
-        self.median_ok = False
-        self.since_refresh = 0
-        self.quarantine = [0.0] * persistence
-        self.streak = 0
-        self.direction = direction
-        self.abs_tol = abs_tol
-        self.rel_tol = rel_tol
-
-    def median(self) -> float:
-        s, n = self.sorted, len(self.sorted)
-        mid = n >> 1
-        return s[mid] if n & 1 else 0.5 * (s[mid - 1] + s[mid])
-
-    def refresh(self) -> None:
-        """Recompute the MAD (and the exact sums, to stop rounding drift)."""
-        med = self.median()
-        vals = np.asarray(self.sorted)
-        dev = np.abs(vals - med)
-        mad = float(np.median(dev))
-        if mad <= 0:
-            mad = 1.2533 * 0.6745 * float(dev.mean())
-        self.mad_scale = max(mad, _EPS * (1.0 + abs(med)))
-        self.sum = float(vals.sum())
-        self.sumsq = float(vals @ vals)
-        self.since_refresh = 0
-        self.median_ok = True
-
-    def push(self, v: float, window: int) -> None:
-        if self.count >= window:
-            old = self.ring[self.head]
-            del self.sorted[bisect_left(self.sorted, old)]
-            self.sum -= old
-            self.sumsq -= old * old
-        else:
-            self.count += 1
-        self.ring[self.head] = v
-        self.head = (self.head + 1) % window
-        insort(self.sorted, v)
-        self.sum += v
-        self.sumsq += v * v
-        self.since_refresh += 1
-
-    def reset(self, values: Sequence[float], window: int) -> None:
-        vals = list(values)[-window:]
-        self.ring = vals + [0.0] * (window - len(vals))
-        self.sorted = sorted(vals)
-        self.count = len(vals)
-        self.head = self.count % window
-        self.sum = math.fsum(vals)
-        self.sumsq = math.fsum(v * v for v in vals)
-        self.median_ok = False
-        self.since_refresh = 0
-        self.streak = 0
+_STATE = ("_buf", "_head", "_count", "_sum", "_sumsq", "_median", "_kmad", "_tol", "_floor",
+          "_flat", "_since", "_robust_ok", "_quarantine", "_streak", "rebaselines")
 
 
 class StatGate:
@@ -131,134 +62,216 @@ class StatGate:
         channels: Sequence[ChannelConfig] | None = None,
     ) -> None:
         self.config = config
-        self.n_channels = n_channels
-        chans = list(channels) if channels is not None else [None] * n_channels
-        if len(chans) != n_channels:
-            raise ValueError(f"{len(chans)} channel configs for {n_channels} channels")
-        self._ch = [
-            _Channel(
-                config.window,
-                config.rebaseline_after,
-                _DIRECTIONS[(c.direction if c and c.direction else config.direction)],
-                c.abs_tolerance if c and c.abs_tolerance is not None else config.abs_tolerance,
-                c.rel_tolerance if c and c.rel_tolerance is not None else config.rel_tolerance,
-            )
-            for c in chans
-        ]
+        self.n_channels = c = n_channels
+        chans: list[ChannelConfig | None] = list(channels) if channels is not None else [None] * c
+        if len(chans) != c:
+            raise ValueError(f"{len(chans)} channel configs for {c} channels")
+
+        def pick(attr: str, default: Any) -> list[Any]:
+            return [getattr(ch, attr) if ch and getattr(ch, attr) is not None else default
+                    for ch in chans]
+
+        self._dir = np.array([_DIRECTIONS[d] for d in pick("direction", config.direction)])
+        self._both = bool((self._dir == 0).all())
+        self._abs_tol = np.array(pick("abs_tolerance", config.abs_tolerance), dtype=float)
+        self._rel_tol = np.array(pick("rel_tolerance", config.rel_tolerance), dtype=float)
         self._rolling = config.method in ("rolling", "both")
         self._robust = config.method in ("robust", "both")
+        self._inv_thr = 1.0 / config.threshold
+        w, p = config.window, config.rebaseline_after
+        self._cols = np.arange(c)
+        self._buf = np.zeros((w, c))
+        self._head = np.zeros(c, dtype=np.int64)
+        self._count = np.zeros(c, dtype=np.int64)
+        self._sum = np.zeros(c)
+        self._sumsq = np.zeros(c)
+        self._median = np.zeros(c)
+        self._kmad = np.zeros(c)  # 0.6745 / (MAD * robust_threshold)
+        self._tol = np.array(self._abs_tol)
+        self._floor = np.zeros(c)  # smallest step between distinct baseline values
+        self._flat = np.ones(c, dtype=bool)  # baseline without spread
+        self._since = 0
+        self._robust_ok = False
+        self._quarantine = np.zeros((p, c))
+        self._streak = np.zeros(c, dtype=np.int64)
         # Outputs of the last score_one, reused by learn_one (score-then-learn).
-        self.last_ratios = [0.0] * n_channels
-        self._flagged = [False] * n_channels
+        self.last_ratios = np.zeros(c)
+        self._flagged = np.zeros(c, dtype=bool)
         self.rebaselines = 0
 
     # ------------------------------------------------------------------ state queries
     @property
-    def ready(self) -> list[bool]:
+    def ready(self) -> np.ndarray:
         """Per channel: has the baseline enough points to score?"""
-        m = self.config.min_points
-        return [c.count >= m for c in self._ch]
+        return self._count >= self.config.min_points
 
     @property
     def warming_up(self) -> bool:
-        m = self.config.min_points
-        return not any(c.count >= m for c in self._ch)
+        return not bool((self._count >= self.config.min_points).any())
 
-    def center(self) -> list[float]:
-        """Current baseline centre per channel (median; 0.0 for an empty baseline)."""
-        return [c.median() if c.count else 0.0 for c in self._ch]
+    def center(self) -> np.ndarray:
+        """Current baseline centre per channel (median when robust, else mean)."""
+        if self._robust and self._robust_ok:
+            return self._median.copy()
+        return self._sum / np.maximum(self._count, 1)
 
     # ------------------------------------------------------------------ scoring
-    def score_one(self, x: Sequence[float]) -> float:
+    def score_one(self, x: Sequence[float] | np.ndarray) -> float:
         """Score one vector of channel values (NaN = missing); higher is more anomalous."""
+        x = np.asarray(x, dtype=float)
         cfg = self.config
-        m = cfg.min_points
-        thr, rthr = cfg.threshold, cfg.robust_threshold
-        ratios = self.last_ratios
-        flagged = self._flagged
-        peak = 0.0
-        for i, ch in enumerate(self._ch):
-            v = x[i]
-            n = ch.count
-            if n < m or v != v or v in (math.inf, -math.inf):
-                ratios[i] = 0.0
-                flagged[i] = False
-                continue
-            r = 0.0
-            if self._robust:
-                if not ch.median_ok or ch.since_refresh >= cfg.robust_refresh:
-                    ch.refresh()
-                center = ch.median()
-            else:
-                center = ch.sum / n
-            tol = max(ch.abs_tol, ch.rel_tol * abs(center))
-            d = ch.direction
-            if self._rolling:
-                mean = ch.sum / n
-                dev = v - mean
-                dev = abs(dev) if d == 0 else max(dev * d, 0.0)
-                if dev > tol:
-                    var = ch.sumsq / n - mean * mean
-                    std = math.sqrt(var) if var > 0 else 0.0
-                    r = dev / max(std, _EPS * (1.0 + abs(mean))) / thr
-            if self._robust:
-                dev = v - center
-                dev = abs(dev) if d == 0 else max(dev * d, 0.0)
-                if dev > tol:
-                    rr = 0.6745 * dev / ch.mad_scale / rthr
-                    r = max(r, rr)
-            ratios[i] = r
-            flagged[i] = r >= 1.0
-            if r > peak:
-                peak = r
+        count = self._count
+        if self._since >= cfg.robust_refresh or not self._robust_ok:
+            self._refresh()
+        usable = count >= cfg.min_points
+        finite = np.isfinite(x)
+        if not finite.all():
+            usable &= finite
+            x = np.where(finite, x, 0.0)
+        r = None
+        if self._rolling:
+            n = np.maximum(count, 1)
+            mean = self._sum / n
+            var = self._sumsq / n - mean * mean
+            dev = self._deviation(x - mean)
+            std = np.maximum(np.sqrt(np.maximum(var, 0.0)), self._floor)
+            r = dev / np.maximum(std, _EPS * (1.0 + np.abs(mean)))
+            r *= self._inv_thr
+        if self._robust:
+            rr = self._deviation(x - self._median) * self._kmad
+            r = rr if r is None else np.maximum(r, rr)
+        assert r is not None
+        r = np.where(usable, r, 0.0)
+        self.last_ratios = r
+        # A baseline without any spread cannot tell noise from anomaly: its channel is
+        # scored (a never-seen value flags at once) but the value is learnt all the same.
+        self._flagged = (r >= 1.0) & ~self._flat
+        peak = max(r.tolist())
         return peak / (1.0 + peak)
 
-    # ------------------------------------------------------------------ learning
-    def learn_one(self, x: Sequence[float], flagged: Sequence[bool] | None = None) -> None:
-        """Add the values the gate accepts to the baseline; quarantine the flagged ones."""
-        guard = self.config.guard
-        flags = self._flagged if flagged is None else flagged
-        w, p = self.config.window, self.config.rebaseline_after
-        for i, ch in enumerate(self._ch):
-            v = x[i]
-            if v != v or v in (math.inf, -math.inf):
-                continue
-            if guard and flags[i]:
-                ch.quarantine[ch.streak % p] = v
-                ch.streak += 1
-                if ch.streak >= p:
-                    self._rebaseline(ch)
-            else:
-                ch.push(v, w)
-                ch.streak = 0
+    def _deviation(self, dev: np.ndarray) -> np.ndarray:
+        d = np.abs(dev) if self._both else np.maximum(np.where(self._dir == 0, np.abs(dev),
+                                                               dev * self._dir), 0.0)
+        return np.where(d > self._tol, d, 0.0)
 
-    def _rebaseline(self, ch: _Channel) -> None:
-        """Accept a persistent level shift: restart this channel from its quarantine."""
+    def _refresh(self) -> None:
+        """Median, MAD and tolerance of every channel from its current baseline."""
+        count = self._count
+        if bool((count >= self.config.window).all()):
+            vals = self._buf
+            ordered = np.sort(vals, axis=0)
+            steps = np.diff(ordered, axis=0)
+            step = np.where(steps > 0, steps, np.inf).min(axis=0)
+            med = np.median(vals, axis=0)
+            absdev = np.abs(vals - med)
+            mad = np.median(absdev, axis=0)
+            meanad = absdev.mean(axis=0)
+            self._sum = vals.sum(axis=0)  # exact re-sums stop rounding drift
+            self._sumsq = np.einsum("ij,ij->j", vals, vals)
+        else:  # warm-up or just re-baselined: columns hold different numbers of values
+            med = np.zeros(self.n_channels)
+            mad = np.zeros(self.n_channels)
+            meanad = np.zeros(self.n_channels)
+            step = np.full(self.n_channels, np.inf)
+            for c in np.flatnonzero(count > 0):
+                col = self._buf[: count[c], c]
+                diffs = np.diff(np.sort(col))
+                if (diffs > 0).any():
+                    step[c] = diffs[diffs > 0].min()
+                med[c] = np.median(col)
+                dev = np.abs(col - med[c])
+                mad[c], meanad[c] = np.median(dev), dev.mean()
+                self._sum[c], self._sumsq[c] = col.sum(), col @ col
+        self._flat = meanad <= _EPS * (1.0 + np.abs(med))
+        # Resolution floor: on a quantised signal one step is never more than one sigma.
+        self._floor = np.where(np.isfinite(step), step, 0.0)
+        mad = np.where(mad > 0, mad, 1.2533 * 0.6745 * meanad)
+        mad = np.maximum(mad, np.maximum(0.6745 * self._floor, _EPS * (1.0 + np.abs(med))))
+        self._median = med
+        self._kmad = 0.6745 / (mad * self.config.robust_threshold)
+        self._tol = np.maximum(self._abs_tol, self._rel_tol * np.abs(med))
+        self._since = 0
+        self._robust_ok = True
+
+    # ------------------------------------------------------------------ learning
+    def learn_one(
+        self, x: Sequence[float] | np.ndarray, flagged: Sequence[bool] | np.ndarray | None = None
+    ) -> None:
+        """Add the values the gate accepts to the baseline; quarantine the flagged ones."""
+        x = np.asarray(x, dtype=float)
+        flags = self._flagged if flagged is None else np.asarray(flagged, dtype=bool)
+        finite = np.isfinite(x)
+        if self.config.guard and flags.any():
+            accept = finite & ~flags
+            self._hold(np.flatnonzero(finite & flags), x)
+        else:
+            accept = finite
+        if accept.all():
+            cols = self._cols
+        else:
+            cols = np.flatnonzero(accept)
+            if not cols.size:
+                return
+            x = x[cols]
+        self._since += 1
+        self._streak[cols] = 0
+        w = self.config.window
+        head = self._head[cols]
+        old = self._buf[head, cols]
+        full = self._count[cols] >= w
+        old = np.where(full, old, 0.0)
+        self._buf[head, cols] = x
+        self._sum[cols] += x - old
+        self._sumsq[cols] += x * x - old * old
+        self._head[cols] = (head + 1) % w
+        if not full.all():
+            self._count[cols] += ~full
+            if (self._count[cols] == self.config.min_points).any():
+                self._robust_ok = False  # a channel just became ready: fresh statistics
+
+    def _hold(self, cols: np.ndarray, x: np.ndarray) -> None:
         p = self.config.rebaseline_after
-        q = ch.quarantine
-        start = ch.streak % p  # oldest quarantined value (the ring wrapped exactly here)
-        ch.reset(q[start:] + q[:start], self.config.window)
+        self._quarantine[self._streak[cols] % p, cols] = x[cols]
+        self._streak[cols] += 1
+        for c in cols[self._streak[cols] >= p]:
+            self._rebaseline(int(c))
+
+    def _rebaseline(self, c: int) -> None:
+        """Accept a persistent level shift: restart channel ``c`` from its quarantine."""
+        p, w = self.config.rebaseline_after, self.config.window
+        start = int(self._streak[c] % p)  # the oldest quarantined value
+        vals = np.r_[self._quarantine[start:, c], self._quarantine[:start, c]][-w:]
+        k = len(vals)
+        self._buf[:k, c] = vals
+        self._count[c] = k
+        self._head[c] = k % w
+        self._sum[c] = vals.sum()
+        self._sumsq[c] = vals @ vals
+        self._streak[c] = 0
+        self._robust_ok = False  # refresh the robust baseline before the next score
         self.rebaselines += 1
 
     def rebaseline_all(self) -> None:
         """Forget the baseline of every channel (operator command); warm-up restarts."""
-        for ch in self._ch:
-            ch.reset([], self.config.window)
+        self._count[:] = 0
+        self._head[:] = 0
+        self._sum[:] = 0.0
+        self._sumsq[:] = 0.0
+        self._streak[:] = 0
+        self._robust_ok = False
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "channels": [{k: getattr(c, k) for k in _Channel.__slots__} for c in self._ch],
-            "rebaselines": self.rebaselines,
-        }
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                for k, v in ((k, getattr(self, k)) for k in _STATE)}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        chans = state["channels"]
-        if len(chans) != self.n_channels:
-            raise ValueError(f"state has {len(chans)} channels, gate has {self.n_channels}")
-        for ch, st in zip(self._ch, chans, strict=True):
-            if len(st["ring"]) != self.config.window:
-                raise ValueError("state window size differs from the configuration")
-            for k in _Channel.__slots__:
-                setattr(ch, k, st[k])
-        self.rebaselines = int(state["rebaselines"])
+        for k in _STATE:
+            cur, new = getattr(self, k), state[k]
+            if isinstance(cur, np.ndarray) and (
+                not isinstance(new, np.ndarray) or new.shape != cur.shape
+            ):
+                raise ValueError(f"stat gate state {k}: shape differs from the configuration")
+        for k in _STATE:
+            v = state[k]
+            setattr(self, k, v.copy() if isinstance(v, np.ndarray) else v)

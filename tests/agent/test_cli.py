@@ -21,7 +21,9 @@ def test_version() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"edge-agent {__version__}"
 
 
-@pytest.mark.parametrize("sub", [[], ["run"], ["replay"], ["demo"], ["config"], ["config", "check"]])
+@pytest.mark.parametrize(
+    "sub", [[], ["run"], ["replay"], ["demo"], ["config"], ["config", "check"]]
+)
 def test_help_everywhere(sub: list[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main([*sub, "--help"])

@@ -12,7 +12,7 @@ from agent.demo import default_config_path
 from agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + [default_config_path()]
+SHIPPED = [*sorted((ROOT / "configs").glob("*.yaml")), default_config_path()]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
