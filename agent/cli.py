@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--points", type=int, default=4000, help="points to stream")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--out", default="demo-out", help="directory for the plot and alert log")
+    d.add_argument("--offline", action="store_true",
+                   help="no broker: drive the engine directly (the original demo)")
+    d.add_argument("--rate", type=float, default=500.0,
+                   help="live demo: points/s the simulated device publishes")
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -85,9 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return _replay(args)
         if args.command == "demo":
-            from agent.demo import run_demo
+            if args.offline:
+                from agent.demo import run_demo
 
-            return run_demo(args.config, args.points, args.seed, Path(args.out))
+                return run_demo(args.config, args.points, args.seed, Path(args.out))
+            from agent.live_demo import run_live_demo
+
+            return run_live_demo(args.config, args.points, args.seed, Path(args.out), args.rate)
         if args.command == "run":
             from agent.runtime import run_agent
 

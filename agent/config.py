@@ -161,7 +161,7 @@ class DetectorsConfig:
 
 @dataclass(frozen=True)
 class EscalationConfig:
-    river_at: float = 0.3
+    river_at: float = 0.4
     onnx_at: float = 0.4
     sample_every: int = 0
     fusion: Literal["deepest", "max"] = "deepest"

@@ -12,11 +12,14 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from agent.cascade import StreamCascade
 from agent.checkpoint import load_checkpoint, save_checkpoint
@@ -29,6 +32,20 @@ from agent.sinks import AlertSink
 from agent.types import Alert, AlertEvent, Decision, Point, Stage
 
 log = logging.getLogger(__name__)
+
+# Larger magnitudes are no sensor reading, and their squares would overflow the
+# running sums of stage 1 (1e154 ** 2 is inf).
+MAX_ABS_VALUE = 1e100
+
+
+def as_number(value: object) -> float | None:
+    """``value`` as a float if it is a real number (numpy scalars included, bools not)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return math.inf  # e.g. 10**400: a number, but not a finite float
 
 
 class Engine:
@@ -102,9 +119,9 @@ class Engine:
         if index is None:
             self.rejects.reject("unknown_stream", f"stream {sid!r} is not configured")
             return None
-        ts = point.ts
-        if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
-            self.rejects.reject("bad_timestamp", f"stream {sid!r}: timestamp {ts!r}")
+        ts = as_number(point.ts)
+        if ts is None or not math.isfinite(ts):
+            self.rejects.reject("bad_timestamp", f"stream {sid!r}: timestamp {point.ts!r}")
             return None
         last = self._last_ts.get(sid)
         if last is not None and ts <= last:
@@ -118,21 +135,27 @@ class Engine:
             if i is None:
                 self.rejects.reject("unknown_channel", f"stream {sid!r} has no channel {name!r}")
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            v = as_number(value)
+            if v is None:
                 self.rejects.reject("non_numeric", f"stream {sid!r} channel {name!r}: {value!r}")
                 continue
-            if not math.isfinite(value):
+            if not math.isfinite(v):
                 self.rejects.reject("non_finite", f"stream {sid!r} channel {name!r}: {value}")
+                continue
+            if abs(v) > MAX_ABS_VALUE:
+                self.rejects.reject(
+                    "out_of_range", f"stream {sid!r} channel {name!r}: |{v:g}| > {MAX_ABS_VALUE:g}"
+                )
                 continue
             if x[i] != x[i]:
                 present += 1
-            x[i] = float(value)
+            x[i] = v
         if not present:
             self.rejects.reject("no_valid_values", f"stream {sid!r}: no usable channel value")
             return None
-        if present < len(index) and len(point.values) < len(index):
+        if present < len(index) and any(name not in point.values for name in index):
             self.rejects.reject("missing_channel", f"stream {sid!r}: channels missing")
-        self._last_ts[sid] = float(ts)
+        self._last_ts[sid] = ts
         return x
 
     # ------------------------------------------------------------------ processing

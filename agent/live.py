@@ -1,0 +1,362 @@
+"""The live agent object: wires transport, ingest queue, engine, outbox and control plane.
+
+See :mod:`agent.runtime` for the threading model. Every method named ``cmd_*`` or
+``_apply*`` runs on the detection worker thread (the only thread touching the engine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.config import AgentConfig
+from agent.control import (
+    CommandError,
+    dispatch,
+    evaluate_desired,
+    parse_command,
+)
+from agent.engine import Engine
+from agent.errors import AgentError
+from agent.onnx_scorer import OnnxModel, model_from_config
+from agent.payloads import parse_payload
+from agent.publisher import LatencyWindow, Publisher, StoreSink
+from agent.reports import birth_payload, stats_payload, status_payload
+from agent.runtime import INPUT_TOPIC, Ingest, load_effective, make_sinks
+from agent.store import Store
+from agent.topics import Route, Router, TopicTree
+from agent.transports.mqtt import MqttTransport, Will
+from agent.types import Decision
+
+log = logging.getLogger("agent.live")
+
+_INPUT_ROUTE = Route("#", None, "json")
+_DETECTION = ("streams", "detectors", "escalation", "alerts")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+class LiveAgent:
+    def __init__(self, config_path: str, base: dict[str, Any], overlay: dict[str, Any],
+                 cfg: AgentConfig, boot: str) -> None:
+        self.config_path = config_path
+        self.base, self.overlay, self.cfg = base, overlay, cfg
+        self.started = time.monotonic()
+        m = cfg.mqtt
+        self.tree = TopicTree(m.prefix, m.site, m.gateway or cfg.agent.id)
+        store_path = cfg.resolve_path(cfg.store.path) if cfg.store.path else ":memory:"
+        if cfg.store.path is None:
+            log.warning("store.path is not set: the outbox is in memory and lost on restart")
+        self.store = Store(store_path, max_bytes=cfg.store.max_bytes,
+                           max_age_s=cfg.store.max_age_s, boot=boot)
+        self.session = self.store.next_session()
+        self.ingest = Ingest(m.queue_size)
+        self.latency = LatencyWindow()
+        self.messages_in = 0
+        self.ts_defaulted = 0
+        self.failed: BaseException | None = None
+        self.on_decision: Callable[[Decision], None] | None = None  # demo/plot hook
+        self._stop = threading.Event()
+        self._router = self._make_router(cfg)
+        self.transport = MqttTransport(
+            m, m.client_id or cfg.agent.id,
+            Will(self.tree.status, _dumps(status_payload("offline", self.session, None, "lwt"))),
+            on_message=self._on_message, subscriptions=self._subscriptions,
+            on_connected=self._on_connected, resolve_path=lambda s: str(cfg.resolve_path(s)),
+        )
+        self.publisher = Publisher(self.store, self.transport, m.inflight)
+        self.transport.on_ack = self.publisher.on_ack
+        self.store_sink = StoreSink(self.store, self.publisher, self.tree.alert,
+                                    lambda: self.transport.connected)
+        self.model = model_from_config(cfg.detectors.onnx, cfg.resolve_path)
+        self.engine = self._make_engine(cfg, self.model)
+        self._ckpt = cfg.resolve_path(cfg.checkpoint.path) if cfg.checkpoint.path else None
+        if self._ckpt is not None:
+            self.engine.restore(self._ckpt)
+        self._birth = b""
+        self._refresh_birth()
+        self.metrics: Any = None
+        if cfg.metrics.enabled:
+            from agent.metrics import MetricsServer
+
+            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port)
+        self._worker = threading.Thread(target=self._work, name="detect", daemon=True)
+        self._timers = threading.Thread(target=self._tick, name="timers", daemon=True)
+
+    # ----------------------------------------------------------------- wiring
+    def _make_engine(self, cfg: AgentConfig, model: OnnxModel | None) -> Engine:
+        return Engine(cfg, model=model, sinks=[self.store_sink, *make_sinks(cfg)])
+
+    @staticmethod
+    def _make_router(cfg: AgentConfig) -> Router:
+        return Router([Route(i.topic, i.stream, i.format) for i in cfg.mqtt.ingest])
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        subs = [(r.topic, self.cfg.mqtt.ingest_qos) for r in self._router.routes]
+        if self.cfg.control.enabled:
+            subs += [(self.tree.config_desired, 1), (self.tree.commands, 1)]
+        return subs
+
+    def start(self) -> None:
+        self._worker.start()
+        self._timers.start()
+        self.publisher.start()
+        self.transport.start()
+
+    def _on_message(self, topic: str, payload: bytes, props: Any) -> None:
+        """paho network thread: enqueue only."""
+        if topic == self.tree.config_desired:
+            self.ingest.put_control(lambda: self._apply_desired(payload))
+            return
+        name = self.tree.command_name(topic)
+        if name is not None:
+            rt = getattr(props, "ResponseTopic", None)
+            cd = getattr(props, "CorrelationData", None)
+            self.ingest.put_control(lambda: self._command(name, payload, rt, cd))
+            return
+        self.ingest.put_data(topic, payload)
+
+    def _on_connected(self, generation: int) -> None:
+        """paho network thread: announce ourselves, wake the outbox."""
+        t = self.transport
+        t.publish(self.tree.status, _dumps(status_payload("online", self.session, time.time(),
+                                                          f"connect {generation}")), 1, True)
+        t.publish(self.tree.birth, self._birth, 1, True)
+        self.publisher.notify()
+
+    def _refresh_birth(self) -> None:
+        proto = "5" if self.transport.v5 else "3.1.1"
+        self._birth = _dumps(birth_payload(self.cfg, self.engine, self.session, time.time(),
+                                           proto))
+
+    # ----------------------------------------------------------------- worker
+    def _work(self) -> None:
+        ing = self.ingest
+        try:
+            while True:
+                while ing.control:
+                    ing.control.popleft()()
+                try:
+                    topic, payload, t_in = ing.data.popleft()
+                except IndexError:
+                    if self._stop.is_set():
+                        return
+                    ing.wake.wait(0.2)
+                    ing.wake.clear()
+                    continue
+                self._ingest(topic, payload, t_in)
+        except BaseException as exc:  # outer supervisor of the worker: report and stop
+            log.exception("detection worker failed")
+            self.failed = exc
+
+    def _ingest(self, topic: str, payload: bytes, t_in: float) -> None:
+        self.messages_in += 1
+        route = _INPUT_ROUTE if topic == INPUT_TOPIC else self._router.route(topic)
+        eng = self.engine
+        if route is None:
+            eng.rejects.reject("unknown_topic", f"no ingest route for {topic!r}")
+            return
+        fallback = Router.fallback_stream(topic)
+        sc = self.cfg.stream(route.stream or fallback or "")
+        parsed = parse_payload(payload, stream=route.stream, now=time.time(),
+                               channels=sc.channel_names if sc else None, fmt=route.format,
+                               max_bytes=self.cfg.mqtt.max_payload_bytes,
+                               default_stream=fallback)
+        self.ts_defaulted += parsed.ts_defaulted
+        for reason, detail in parsed.rejects:
+            eng.rejects.reject(reason, f"{topic}: {detail}")
+        for p in parsed.points:
+            d = eng.process(p)
+            if self.on_decision is not None:
+                self.on_decision(d)
+        if parsed.points:
+            self.latency.add(time.monotonic() - t_in)
+
+    def _tick(self) -> None:
+        next_stats = time.monotonic() + self.cfg.agent.stats_interval_s
+        next_ckpt = time.monotonic() + self.cfg.checkpoint.interval_s
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            if now >= next_stats:
+                next_stats = now + self.cfg.agent.stats_interval_s
+                self.ingest.put_control(self._publish_stats)
+            if now >= next_ckpt:
+                next_ckpt = now + self.cfg.checkpoint.interval_s
+                if self._ckpt is not None:
+                    self.ingest.put_control(self._checkpoint)
+
+    # ----------------------------------------------------------------- stats
+    def stats(self) -> dict[str, Any]:
+        t = self.transport
+        extra = {
+            "messages_in": self.messages_in,
+            "ts_defaulted": self.ts_defaulted,
+            "latency_ms": self.latency.summary_ms(),
+            "queue": {"depth": len(self.ingest.data), "capacity": self.ingest.data.maxlen,
+                      "dropped": self.ingest.dropped,
+                      "control_dropped": self.ingest.control_dropped},
+            "store": self.store.stats() | {"published": self.publisher.published},
+            "mqtt": {"connected": t.connected, "protocol": "5" if t.v5 else "3.1.1",
+                     **t.counts},
+        }
+        return stats_payload(self.cfg, self.engine, now=time.time(),
+                             uptime_s=time.monotonic() - self.started, session=self.session,
+                             extra=extra)
+
+    def _publish_stats(self) -> dict[str, Any]:
+        st = self.stats()
+        if self.metrics is not None:
+            self.metrics.update(st)
+        if self.cfg.store.stats:
+            self.store.put(self.tree.stats, st, now=time.time(), retain=True,
+                           held=not self.transport.connected)
+            self.publisher.notify()
+        else:
+            self.transport.publish(self.tree.stats, _dumps(st), 1, True)
+        return st
+
+    def _checkpoint(self) -> dict[str, Any]:
+        if self._ckpt is None:
+            raise CommandError(409, "checkpoint.path is not configured")
+        size = self.engine.save(self._ckpt)
+        return {"path": str(self._ckpt), "bytes": size}
+
+    # ----------------------------------------------------------------- control
+    def _command(self, name: str, payload: bytes, rt: str | None, cd: bytes | None) -> None:
+        cmd = parse_command(name, payload, rt, cd)
+        reply = dispatch(self, cmd, self.cfg.control.commands, self.engine.streams)
+        props = None
+        topic = self.tree.command_response(name)
+        if rt and self.transport.v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.PUBLISH)
+            if cd is not None:
+                props.CorrelationData = cd
+            topic = rt
+        self.transport.publish(topic, _dumps(reply), 1, False, props)
+
+    def _apply_desired(self, payload: bytes, reported: bool = True) -> dict[str, Any]:
+        out = evaluate_desired(self.base, self.overlay, payload, self.cfg, self.config_path)
+        if out.code == 200 and not out.unchanged:
+            assert out.config is not None and out.overlay is not None
+            try:
+                self._apply(out.config, out.overlay)
+            except (AgentError, OSError) as exc:
+                log.error("config %s not applied: %s", out.version, exc)
+                out = dataclasses.replace(out, code=500, error=str(exc))
+        if out.code != 200:
+            log.warning("config/desired version %s refused (%d): %s", out.version, out.code,
+                        out.error)
+        if reported:
+            self.transport.publish(self.tree.config_reported, _dumps(out.reported()), 1, True)
+        return out.reported()
+
+    def _apply(self, cfg: AgentConfig, overlay: dict[str, Any] | None) -> None:
+        """Swap in a validated config between two points (nothing is dropped)."""
+        old = self.cfg
+        model = self.model
+        if cfg.detectors.onnx != old.detectors.onnx:
+            model = model_from_config(cfg.detectors.onnx, cfg.resolve_path)
+        engine = self.engine
+        if any(getattr(cfg, k) != getattr(old, k) for k in _DETECTION) or model is not self.model:
+            engine = self._make_engine(cfg, model)
+            kept = engine.adopt(self.engine)
+            log.info("detection reconfigured; state kept for streams %s", kept)
+        if overlay is not None and cfg.control.desired_path:
+            p = cfg.resolve_path(cfg.control.desired_path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(json.dumps(overlay, indent=1), encoding="utf-8")
+            os.replace(tmp, p)
+        self.engine, self.model, self.cfg = engine, model, cfg
+        if overlay is not None:
+            self.overlay = overlay
+        logging.getLogger().setLevel(cfg.agent.log_level.upper())
+        if cfg.mqtt.ingest != old.mqtt.ingest:
+            old_filters = {r.topic for r in self._router.routes}
+            self._router = self._make_router(cfg)
+            new_filters = {r.topic for r in self._router.routes}
+            self.transport.unsubscribe(sorted(old_filters - new_filters))
+            self.transport.subscribe([(f, cfg.mqtt.ingest_qos) for f in
+                                      sorted(new_filters - old_filters)])
+        self._refresh_birth()
+        self.transport.publish(self.tree.birth, self._birth, 1, True)
+        log.info("config version %s applied", cfg.version)
+
+    # CommandTarget ---------------------------------------------------------
+    def cmd_ping(self) -> dict[str, Any]:
+        return {"pong": True, "ts": time.time(), "session": self.session,
+                "uptime_s": round(time.monotonic() - self.started, 3)}
+
+    def cmd_rebirth(self) -> dict[str, Any]:
+        self._refresh_birth()
+        self.transport.publish(self.tree.birth, self._birth, 1, True)
+        return {"published": self.tree.birth}
+
+    def cmd_rebaseline(self, stream: str | None) -> dict[str, Any]:
+        return {"streams": self.engine.rebaseline(stream)}
+
+    def cmd_reload(self) -> dict[str, Any]:
+        base, _overlay, _cfg = load_effective(self.config_path)  # ConfigError -> 500 reply
+        self.base = base
+        doc = _dumps(dict(self.overlay, version=self.overlay.get("version", _cfg.version)))
+        reported = self._apply_desired(doc, reported=False)
+        if reported["code"] != 200:
+            raise CommandError(400, str(reported["error"]))
+        return {"version": self.cfg.version}
+
+    def cmd_set_log_level(self, level: str) -> dict[str, Any]:
+        logging.getLogger().setLevel(level.upper())
+        return {"level": level}
+
+    def cmd_flush(self, timeout_s: float) -> dict[str, Any]:
+        ok = self.publisher.wait_empty(timeout_s)
+        if not ok:
+            raise CommandError(504, f"outbox not empty after {timeout_s} s "
+                                    f"({self.store.backlog()} pending)")
+        return {"backlog": 0}
+
+    def cmd_stats_now(self) -> dict[str, Any]:
+        return self._publish_stats()
+
+    def cmd_checkpoint(self) -> dict[str, Any]:
+        return self._checkpoint()
+
+    # ----------------------------------------------------------------- shutdown
+    def shutdown(self, flush_timeout: float = 5.0) -> None:
+        """Stop ingest, drain the queue, checkpoint, flush the outbox, publish offline."""
+        log.info("shutdown: stopping ingest")
+        self.ingest.accepting = False
+        self.transport.unsubscribe([r.topic for r in self._router.routes])
+        self._stop.set()
+        self.ingest.wake.set()
+        self._worker.join(30.0)
+        self._timers.join(2.0)
+        if self._ckpt is not None and self.failed is None:
+            size = self.engine.save(self._ckpt)
+            log.info("shutdown: checkpoint %s (%d bytes)", self._ckpt, size)
+        if self.transport.connected and not self.publisher.wait_empty(flush_timeout):
+            log.warning("shutdown: %d messages stay in the outbox", self.store.backlog())
+        self.publisher.stop()
+        self.transport.publish_wait(
+            self.tree.status,
+            _dumps(status_payload("offline", self.session, time.time(), "shutdown")), 1, True,
+            timeout=2.0)
+        self.transport.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        for s in self.engine.sinks:
+            s.close()
+        self.store.close()
+        log.info("shutdown complete")
+

@@ -1,0 +1,72 @@
+"""Optional Prometheus ``/metrics`` endpoint with the figures of the ``stats`` topic.
+
+Off by default (``metrics.enabled``). The collector reads the latest stats snapshot that
+the runtime hands to :meth:`MetricsServer.update`, so the endpoint costs nothing between
+scrapes and shows exactly what was published upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _StatsCollector(Collector):
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] = {}
+
+    def collect(self) -> Iterator[Any]:
+        st = self.snapshot
+        if not st:
+            return
+        yield CounterMetricFamily("edge_points", "points ingested", value=st["points_in"])
+        rej = CounterMetricFamily("edge_points_rejected", "rejected input by reason",
+                                  labels=["reason"])
+        for reason, n in st["rejected"].items():
+            rej.add_metric([reason], n)
+        yield rej
+        al = CounterMetricFamily("edge_alerts", "alert events by kind", labels=["kind"])
+        for kind, n in st["alerts"].items():
+            al.add_metric([kind], n)
+        yield al
+        esc = GaugeMetricFamily("edge_escalation_rate", "share of points scored by a stage",
+                                labels=["stage"])
+        for stage, v in st["escalation_rate"].items():
+            esc.add_metric([stage], v)
+        yield esc
+        lat = GaugeMetricFamily("edge_latency_ms", "ingest -> decision latency",
+                                labels=["quantile"])
+        for q in ("p50", "p99"):
+            if st["latency_ms"].get(q) is not None:
+                lat.add_metric([q], st["latency_ms"][q])
+        yield lat
+        yield GaugeMetricFamily("edge_queue_depth", "ingest queue depth",
+                                value=st["queue"]["depth"])
+        yield CounterMetricFamily("edge_queue_dropped", "ingest messages dropped (overflow)",
+                                  value=st["queue"]["dropped"])
+        yield GaugeMetricFamily("edge_store_backlog", "store-and-forward backlog",
+                                value=st["store"]["backlog"])
+        yield GaugeMetricFamily("edge_rss_bytes", "resident memory", value=st["rss_bytes"])
+        yield GaugeMetricFamily("edge_uptime_seconds", "agent uptime", value=st["uptime_s"])
+
+
+class MetricsServer:
+    """Serves ``/metrics`` on ``host:port`` (port 0 = any free port, see :attr:`port`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._collector = _StatsCollector()
+        registry = CollectorRegistry()
+        registry.register(self._collector)
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port = int(self._server.server_port)
+
+    def update(self, stats: dict[str, Any]) -> None:
+        self._collector.snapshot = stats
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,330 @@
+"""A thin paho-mqtt 2.x wrapper: connect, reconnect with jittered backoff, watchdog, LWT.
+
+One supervisor thread owns the connection. Each attempt builds a fresh paho ``Client``
+(callback API v2) so no state of a dead connection leaks into the next: unacknowledged
+messages are the :mod:`agent.store`'s business, not paho's. MQTT 5 is tried first; with
+``protocol: auto`` a broker that refuses it gets MQTT 3.1.1 from then on.
+
+Reconnect delays grow as ``min * 2**n`` up to ``max`` with equal jitter (half fixed, half
+random), so a fleet of gateways does not reconnect in lock-step after a broker restart.
+The watchdog forces a reconnect when nothing (no message, no PUBACK, no PINGRESP) came
+from the broker for ``watchdog_factor * keepalive`` seconds: a half-open TCP connection
+otherwise looks healthy for as long as the kernel keeps it.
+
+Callbacks (``on_message``, ``on_connected``, ``on_ack``) run on paho's network thread and
+must only enqueue or publish, never run detection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config_live import MqttConfig
+from agent.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, Any], None]
+_UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 CONNACK rc 1 / MQTT 5 reason 0x84
+
+
+class TransportError(AgentError):
+    """The MQTT transport cannot be set up (bad TLS files, bad settings)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Equal-jitter exponential backoff: in ``[d/2, d]`` with ``d = min(high, low * 2**n)``.
+
+    >>> rng = random.Random(1)
+    >>> all(2.0 <= backoff_delay(2, 1.0, 60.0, rng) <= 4.0 for _ in range(100))
+    True
+    """
+    d = min(high, low * (2 ** min(attempt, 30)))
+    return d / 2 + rng.uniform(0, d / 2)
+
+
+class MqttTransport:
+    """Keeps one MQTT connection alive in a background thread until :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        client_id: str,
+        will: Will | None,
+        on_message: MessageHandler,
+        subscriptions: Callable[[], Sequence[tuple[str, int]]],
+        on_connected: Callable[[int], None] | None = None,
+        on_ack: Callable[[int, int], None] | None = None,
+        resolve_path: Callable[[str], str] = str,
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.will = will
+        self.on_message = on_message
+        self.subscriptions = subscriptions
+        self.on_connected = on_connected
+        self.on_ack = on_ack
+        self._resolve = resolve_path
+        self.v5 = config.protocol != "3.1.1"
+        self.generation = 0
+        self.counts = {"connects": 0, "connect_failures": 0, "disconnects": 0,
+                       "watchdog_reconnects": 0, "publish_refused": 0}
+        self._client: paho.Client | None = None
+        self._connected = threading.Event()
+        self._ready = threading.Event()
+        self._down = threading.Event()
+        self._stop = threading.Event()
+        self._last_rx = time.monotonic()
+        self._refused_protocol = False
+        self._rng = random.Random()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ public
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._supervise, name="mqtt-supervisor",
+                                        daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Connected and the broker acknowledged the subscriptions (SUBACK)."""
+        return self._ready.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> int | None:
+        """Queue a message on the live connection; its mid, or None when not connected."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return None
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+
+    def publish_wait(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                     timeout: float = 2.0) -> bool:
+        """Publish and wait for the broker's acknowledgement (used for the last words)."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return False
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        client = self._client
+        if client is not None and self._connected.is_set() and filters:
+            client.subscribe(list(filters))
+
+    def unsubscribe(self, filters: Sequence[str]) -> None:
+        client = self._client
+        if client is not None and self._connected.is_set() and filters:
+            client.unsubscribe(list(filters))
+
+    def force_reconnect(self, reason: str) -> None:
+        """Drop the current socket (the supervisor reconnects)."""
+        client = self._client
+        log.warning("mqtt: forcing a reconnect: %s", reason)
+        sock = client.socket() if client is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._down.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect cleanly (no Last Will) and stop the supervisor."""
+        self._stop.set()
+        self._down.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ paho client
+    def _new_client(self) -> paho.Client:
+        cfg = self.config
+        proto = MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto,
+            clean_session=None if self.v5 else cfg.clean_start, reconnect_on_failure=False,
+        )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls.enabled:
+            t = cfg.tls
+            try:
+                client.tls_set(
+                    ca_certs=self._resolve(t.ca_file) if t.ca_file else None,
+                    certfile=self._resolve(t.cert_file) if t.cert_file else None,
+                    keyfile=self._resolve(t.key_file) if t.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED if t.verify else ssl.CERT_NONE,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise TransportError(f"mqtt.tls: {exc}") from exc
+            client.tls_insecure_set(not t.verify)
+        if self.will is not None:
+            w = self.will
+            client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        client.max_inflight_messages_set(max(cfg.inflight, 20))
+        client.max_queued_messages_set(0)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_subscribe = self._touch_sub
+        client.on_log = self._handle_log
+        return client
+
+    def _connect_props(self) -> Properties | None:
+        if not self.v5:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        return props
+
+    def _handle_connect(self, client: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self._last_rx = time.monotonic()
+        if rc.is_failure:
+            log.warning("mqtt: connection refused: %s", rc)
+            if int(rc.value) in _UNSUPPORTED_PROTOCOL:
+                self._refused_protocol = True
+            self._down.set()
+            return
+        self.generation += 1
+        self.counts["connects"] += 1
+        log.info("mqtt: connected to %s:%d (MQTT %s)", self.config.host, self.config.port,
+                 "5" if self.v5 else "3.1.1")
+        subs = list(self.subscriptions())
+        self._ready.clear()
+        if subs:
+            client.subscribe(subs)
+        else:
+            self._ready.set()
+        self._connected.set()
+        if self.on_connected is not None:
+            try:
+                self.on_connected(self.generation)
+            except Exception:  # the supervisor must outlive a failing hook
+                log.exception("mqtt: on_connected hook failed")
+
+    def _handle_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if self._connected.is_set():
+            self.counts["disconnects"] += 1
+            (log.info if self._stop.is_set() else log.warning)("mqtt: disconnected: %s", rc)
+        self._connected.clear()
+        self._ready.clear()
+        self._down.set()
+
+    def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        self._last_rx = time.monotonic()
+        self.on_message(msg.topic, msg.payload, getattr(msg, "properties", None))
+
+    def _handle_publish(self, _c: paho.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        self._last_rx = time.monotonic()
+        if rc is not None and rc.is_failure:
+            self.counts["publish_refused"] += 1
+            log.warning("mqtt: broker refused publish %d: %s", mid, rc)
+        if self.on_ack is not None:
+            self.on_ack(self.generation, mid)
+
+    def _touch_sub(self, *_args: Any) -> None:
+        self._last_rx = time.monotonic()
+        if self._connected.is_set():
+            self._ready.set()
+
+    def _handle_log(self, _c: paho.Client, _u: Any, _level: int, buf: str) -> None:
+        if buf.startswith("Received PINGRESP"):
+            self._last_rx = time.monotonic()
+
+    # ------------------------------------------------------------------ supervisor
+    def _supervise(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._down.clear()
+            self._refused_protocol = False
+            try:
+                client = self._new_client()
+            except TransportError:
+                log.exception("mqtt: cannot set up the client")
+                self._stop.wait(self.config.reconnect_max_s)
+                continue
+            self._client = client
+            gen_before = self.generation
+            try:
+                client.connect(self.config.host, self.config.port, self.config.keepalive_s,
+                               clean_start=self.config.clean_start if self.v5 else 3,
+                               properties=self._connect_props())
+            except (OSError, ValueError) as exc:
+                self.counts["connect_failures"] += 1
+                log.warning("mqtt: cannot connect to %s:%d: %s", self.config.host,
+                            self.config.port, exc)
+            else:
+                client.loop_start()
+                self._watch(client)
+                if self._stop.is_set() and self._connected.is_set():
+                    client.disconnect()
+                    time.sleep(0.05)
+                client.loop_stop()
+                self._connected.clear()
+                with_connack = self.generation > gen_before
+                if not with_connack:
+                    self.counts["connect_failures"] += 1
+                # A 3.1.1-only broker refuses MQTT 5 with a CONNACK, or (some) just closes.
+                may_fall_back = self.v5 and self.config.protocol == "auto"
+                if may_fall_back and (self._refused_protocol
+                                      or (not with_connack and attempt >= 1)):
+                    log.warning("mqtt: broker refused MQTT 5, falling back to 3.1.1")
+                    self.v5 = False
+                    continue
+                if with_connack:
+                    attempt = 0
+            if self._stop.is_set():
+                break
+            delay = backoff_delay(attempt, self.config.reconnect_min_s,
+                                  self.config.reconnect_max_s, self._rng)
+            attempt += 1
+            log.info("mqtt: reconnecting in %.1f s", delay)
+            self._stop.wait(delay)
+        self._client = None
+
+    def _watch(self, client: paho.Client) -> None:
+        limit = self.config.watchdog_factor * self.config.keepalive_s
+        connect_deadline = time.monotonic() + max(10.0, self.config.keepalive_s)
+        while not self._down.wait(0.25):
+            now = time.monotonic()
+            if not self._connected.is_set():
+                if now > connect_deadline:
+                    log.warning("mqtt: no CONNACK in time")
+                    return
+                continue
+            if limit > 0 and now - self._last_rx > limit:
+                self.counts["watchdog_reconnects"] += 1
+                self.force_reconnect(f"nothing received for {now - self._last_rx:.1f} s")
+                return
