@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import AgentConfig, StreamConfig
+from agent.detectors.delta import DeltaGate
 from agent.detectors.river_models import RiverStage
 from agent.detectors.zscore import StatGate
 from agent.onnx_scorer import OnnxModel
@@ -87,6 +88,11 @@ class StreamCascade:
         n = len(self.channels)
         det = config.detectors
         self.stat = StatGate(det.zscore, n, stream.channels) if det.zscore.enabled else None
+        self.delta = (
+            DeltaGate(det.zscore, n, stream.channels)
+            if det.zscore.enabled and det.zscore.delta
+            else None
+        )
         self.river = RiverStage(det.river, self.channels) if det.river.enabled else None
         self._model: OnnxModel | None = None
         self._feat_idx: np.ndarray | None = None
@@ -162,8 +168,12 @@ class StreamCascade:
         stat, river = self.stat, self.river
         if stat is not None and not stat.warming_up:
             s1 = stat.score_one(x)
-            counts["scored"][0] += 1
             evidence = stat.last_ratios
+            delta = self.delta
+            if delta is not None and not delta.warming_up:
+                s1 = max(s1, delta.score_one(x))
+                evidence = np.maximum(evidence, delta.last_ratios)
+            counts["scored"][0] += 1
             gate = prev = s1
             deepest = Stage.STATISTICAL
         if river is not None and not river.warming_up and (
@@ -203,10 +213,18 @@ class StreamCascade:
 
         # ---- learn (after scoring: no point ever scores itself)
         if stat is not None:
+            flagged = stat.last_ratios >= 1.0 if s1 is not None else None
             stat.learn_one(x)
-        if river is not None and not (
-            self.config.detectors.river.guard and fused >= alert_threshold
-        ):
+            if self.delta is not None:
+                if s1 is not None and not self.delta.warming_up:
+                    self.delta.learn_one(x, flagged | self.delta.flagged)
+                else:
+                    self.delta.learn_only(x)
+        # Stage 2 stays out of anything suspicious: a point stage 1 flagged on any
+        # channel, or whose fused score is a hit (a spike it learnt would widen its range
+        # and hide the next one).
+        suspicious = fused >= alert_threshold or (s1 is not None and s1 >= 0.5)
+        if river is not None and not (self.config.detectors.river.guard and suspicious):
             river.learn_one(filled, scored=s2 is not None)
         return Outcome(fused, deepest, (s1, s2, s3), evidence, sample)
 
@@ -217,18 +235,23 @@ class StreamCascade:
             self._window.push(filled)
         if self.stat is not None:
             self.stat.learn_one(x, flagged=[False] * len(self.channels))
+        if self.delta is not None:
+            self.delta.learn_only(x)
         if self.river is not None:
             self.river.learn_one(filled)
 
     def rebaseline(self) -> None:
         if self.stat is not None:
             self.stat.rebaseline_all()
+        if self.delta is not None:
+            self.delta.rebaseline_all()
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {
             "channels": self.channels,
             "stat": self.stat.state_dict() if self.stat is not None else None,
+            "delta": self.delta.state_dict() if self.delta is not None else None,
             "river": self.river.state_dict() if self.river is not None else None,
             "window": self._window,
             "last": list(self._last),
@@ -244,8 +267,12 @@ class StreamCascade:
             self.river is None
         ):
             raise ValueError("checkpoint stages do not match the configured stages")
+        if (state["delta"] is None) != (self.delta is None):
+            raise ValueError("checkpoint delta gate does not match the configuration")
         if self.stat is not None:
             self.stat.load_state(state["stat"])
+        if self.delta is not None:
+            self.delta.load_state(state["delta"])
         if self.river is not None:
             self.river.load_state(state["river"])
         win = state["window"]

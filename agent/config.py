@@ -24,6 +24,7 @@ import yaml
 
 from agent.config_live import ControlConfig, MetricsConfig, MqttConfig, StoreConfig
 from agent.errors import ConfigError
+from agent.sources.serial import SerialSourceConfig
 
 Direction = Literal["up", "down", "both"]
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -81,6 +82,7 @@ class ZScoreConfig:
     guard: bool = True
     rebaseline_after: int = 30
     robust_refresh: int = 10
+    delta: bool = True
 
     def __post_init__(self) -> None:
         _check(self.window >= 10, "window", f"must be >= 10, got {self.window}")
@@ -102,20 +104,18 @@ class ZScoreConfig:
 class RiverModelConfig:
     """One River detector. Parameters that do not apply to ``kind`` are ignored."""
 
-    kind: Literal["half_space_trees", "loda", "one_class_svm"]
+    kind: Literal["half_space_trees", "loda"]
     n_trees: int = 10
     height: int = 8
     window_size: int = 250
     n_bins: int = 10
     n_random_cuts: int = 100
-    nu: float = 0.02
     seed: int = 42
 
     def __post_init__(self) -> None:
         _check(1 <= self.n_trees <= 100, "n_trees", f"must be in 1..100, got {self.n_trees}")
         _check(1 <= self.height <= 16, "height", f"must be in 1..16, got {self.height}")
         _check(self.window_size >= 10, "window_size", "must be >= 10")
-        _check(0 < self.nu < 1, "nu", "must be in (0, 1)")
         _check(2 <= self.n_bins <= 1000, "n_bins", "must be in 2..1000")
         _check(1 <= self.n_random_cuts <= 1000, "n_random_cuts", "must be in 1..1000")
 
@@ -247,12 +247,20 @@ class AgentConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    serial: tuple[SerialSourceConfig, ...] = ()
     source_path: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         ids = [s.id for s in self.streams]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         _check(not dup, "streams", f"duplicate stream ids {dup}")
+        ports = [s.port for s in self.serial]
+        for i, sc in enumerate(self.serial):
+            _check(ports.index(sc.port) == i, f"serial[{i}].port",
+                   f"{sc.port!r} is already read by serial[{ports.index(sc.port)}]")
+            sid = sc.resolved_stream  # None: dev{device_id}, known only at run time
+            _check(sid is None or sid in ids, f"serial[{i}].stream",
+                   f"{sid!r} is not a configured stream (streams: {ids})")
 
     def stream(self, stream_id: str) -> StreamConfig | None:
         for s in self.streams:
@@ -346,7 +354,9 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{prefix}.{exc.key}" if prefix else exc.key, exc.reason) from None
+        # SerialSourceConfig (usable on its own) names its keys "serial.X" already
+        key = exc.key.removeprefix("serial.") if cls is SerialSourceConfig else exc.key
+        raise ConfigError(f"{prefix}.{key}" if prefix else key, exc.reason) from None
 
 
 def config_from_dict(data: Any, source: str | None = None) -> AgentConfig:

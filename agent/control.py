@@ -9,7 +9,7 @@ arguments and failing handlers become error replies (codes 400/403/404/500).
 ``config/desired`` carries a (partial) config document with a ``version``. It is merged
 onto the current overlay, the result onto the base config file, and the whole is
 validated (:func:`evaluate_desired`). Only sections that can change live may differ;
-everything else (connection, store, control, checkpoint, sinks, agent id) needs a
+everything else (connection, serial ports, store, control, checkpoint, sinks, agent id) needs a
 restart and is refused, so a bad push can never cut the agent off its broker.
 
 >>> out = evaluate_desired({}, {}, b'{"version": "2", "alerts": {"k": 9}}', config_from_dict({}))
@@ -33,7 +33,7 @@ from agent.errors import AgentError, ConfigError
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_FIXED_SECTIONS = ("store", "control", "metrics", "checkpoint", "sinks")
+_FIXED_SECTIONS = ("store", "control", "metrics", "checkpoint", "sinks", "serial")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,12 @@
-"""The live agent object: wires transport, ingest queue, engine, outbox and control plane.
+"""The live agent object: wires transport, sources, ingest queue, engine, outbox and control.
 
 See :mod:`agent.runtime` for the threading model. Every method named ``cmd_*`` or
 ``_apply*`` runs on the detection worker thread (the only thread touching the engine).
+
+The transport is :class:`~agent.transports.mqtt.MqttTransport` with ``mqtt.enabled``,
+else :class:`~agent.transports.base.NullTransport` (serial sources only: alerts go to the
+configured sinks, stats to stderr); tests pass a
+:class:`~agent.transports.memory.MemoryTransport` to drive the runtime without a broker.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,10 +35,13 @@ from agent.payloads import parse_payload
 from agent.publisher import LatencyWindow, Publisher, StoreSink
 from agent.reports import birth_payload, stats_payload, status_payload
 from agent.runtime import INPUT_TOPIC, Ingest, load_effective, make_sinks
+from agent.sinks import AlertSink
+from agent.sources.serial import SerialSource
 from agent.store import Store
 from agent.topics import Route, Router, TopicTree
-from agent.transports.mqtt import MqttTransport, Will
-from agent.types import Decision
+from agent.transports.base import NullTransport, Transport, Will
+from agent.transports.mqtt import MqttTransport
+from agent.types import Decision, Point
 
 log = logging.getLogger("agent.live")
 
@@ -46,14 +55,15 @@ def _dumps(obj: Any) -> bytes:
 
 class LiveAgent:
     def __init__(self, config_path: str, base: dict[str, Any], overlay: dict[str, Any],
-                 cfg: AgentConfig, boot: str) -> None:
+                 cfg: AgentConfig, boot: str, transport: Transport | None = None) -> None:
         self.config_path = config_path
         self.base, self.overlay, self.cfg = base, overlay, cfg
         self.started = time.monotonic()
         m = cfg.mqtt
+        self.upstream = m.enabled or transport is not None  # alerts/stats go to a broker
         self.tree = TopicTree(m.prefix, m.site, m.gateway or cfg.agent.id)
         store_path = cfg.resolve_path(cfg.store.path) if cfg.store.path else ":memory:"
-        if cfg.store.path is None:
+        if cfg.store.path is None and self.upstream:
             log.warning("store.path is not set: the outbox is in memory and lost on restart")
         self.store = Store(store_path, max_bytes=cfg.store.max_bytes,
                            max_age_s=cfg.store.max_age_s, boot=boot)
@@ -66,12 +76,17 @@ class LiveAgent:
         self.on_decision: Callable[[Decision], None] | None = None  # demo/plot hook
         self._stop = threading.Event()
         self._router = self._make_router(cfg)
-        self.transport = MqttTransport(
-            m, m.client_id or cfg.agent.id,
-            Will(self.tree.status, _dumps(status_payload("offline", self.session, None, "lwt"))),
-            on_message=self._on_message, subscriptions=self._subscriptions,
-            on_connected=self._on_connected, resolve_path=lambda s: str(cfg.resolve_path(s)),
-        )
+        will = Will(self.tree.status, _dumps(status_payload("offline", self.session, None,
+                                                            "lwt")))
+        if transport is None:
+            transport = MqttTransport(
+                m, m.client_id or cfg.agent.id, will,
+                on_message=self._on_message, subscriptions=self._subscriptions,
+                on_connected=self._on_connected, resolve_path=lambda s: str(cfg.resolve_path(s)),
+            ) if m.enabled else NullTransport()
+        else:
+            transport.bind(will, self._on_message, self._subscriptions, self._on_connected)
+        self.transport: Transport = transport
         self.publisher = Publisher(self.store, self.transport, m.inflight)
         self.transport.on_ack = self.publisher.on_ack
         self.store_sink = StoreSink(self.store, self.publisher, self.tree.alert,
@@ -88,12 +103,15 @@ class LiveAgent:
             from agent.metrics import MetricsServer
 
             self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port)
+        # one reader thread per port; on_point only enqueues (drop-oldest, counted)
+        self.serial = [SerialSource(sc, self.ingest.put_point) for sc in cfg.serial]
         self._worker = threading.Thread(target=self._work, name="detect", daemon=True)
         self._timers = threading.Thread(target=self._tick, name="timers", daemon=True)
 
     # ----------------------------------------------------------------- wiring
     def _make_engine(self, cfg: AgentConfig, model: OnnxModel | None) -> Engine:
-        return Engine(cfg, model=model, sinks=[self.store_sink, *make_sinks(cfg)])
+        upstream: list[AlertSink] = [self.store_sink] if self.upstream else []
+        return Engine(cfg, model=model, sinks=[*upstream, *make_sinks(cfg)])
 
     @staticmethod
     def _make_router(cfg: AgentConfig) -> Router:
@@ -110,6 +128,12 @@ class LiveAgent:
         self._timers.start()
         self.publisher.start()
         self.transport.start()
+        for src in self.serial:
+            c = src.config
+            log.info("serial: reading %s (%s, %d baud %d%s%g) as stream %s", c.port, c.mode,
+                     c.baud, c.bytesize, c.parity, c.stopbits,
+                     c.resolved_stream or "dev{device_id}")
+            src.start()
 
     def _on_message(self, topic: str, payload: bytes, props: Any) -> None:
         """paho network thread: enqueue only."""
@@ -157,7 +181,13 @@ class LiveAgent:
             log.exception("detection worker failed")
             self.failed = exc
 
-    def _ingest(self, topic: str, payload: bytes, t_in: float) -> None:
+    def _ingest(self, topic: str, payload: bytes | Point, t_in: float) -> None:
+        if isinstance(payload, Point):  # decoded by a serial source
+            d = self.engine.process(payload)
+            if self.on_decision is not None:
+                self.on_decision(d)
+            self.latency.add(time.monotonic() - t_in)
+            return
         self.messages_in += 1
         route = _INPUT_ROUTE if topic == INPUT_TOPIC else self._router.route(topic)
         eng = self.engine
@@ -204,8 +234,9 @@ class LiveAgent:
                       "dropped": self.ingest.dropped,
                       "control_dropped": self.ingest.control_dropped},
             "store": self.store.stats() | {"published": self.publisher.published},
-            "mqtt": {"connected": t.connected, "protocol": "5" if t.v5 else "3.1.1",
-                     **t.counts},
+            "mqtt": ({"connected": t.connected, "protocol": "5" if t.v5 else "3.1.1",
+                      **t.counts} if self.upstream else {"enabled": False}),
+            "serial": {src.config.port: src.stats() for src in self.serial},
         }
         return stats_payload(self.cfg, self.engine, now=time.time(),
                              uptime_s=time.monotonic() - self.started, session=self.session,
@@ -215,7 +246,10 @@ class LiveAgent:
         st = self.stats()
         if self.metrics is not None:
             self.metrics.update(st)
-        if self.cfg.store.stats:
+        if not self.upstream:  # no broker: one JSON line on stderr, in a single write
+            sys.stderr.write(_dumps({"stats": st}).decode() + "\n")
+            sys.stderr.flush()
+        elif self.cfg.store.stats:
             self.store.put(self.tree.stats, st, now=time.time(), retain=True,
                            held=not self.transport.connected)
             self.publisher.notify()
@@ -337,6 +371,8 @@ class LiveAgent:
         """Stop ingest, drain the queue, checkpoint, flush the outbox, publish offline."""
         log.info("shutdown: stopping ingest")
         self.ingest.accepting = False
+        for src in self.serial:
+            src.close()
         self.transport.unsubscribe([r.topic for r in self._router.routes])
         self._stop.set()
         self.ingest.wake.set()
@@ -353,6 +389,8 @@ class LiveAgent:
             _dumps(status_payload("offline", self.session, time.time(), "shutdown")), 1, True,
             timeout=2.0)
         self.transport.stop()
+        if not self.upstream and self.failed is None:
+            self._publish_stats()  # the final figures, for a run without a broker
         if self.metrics is not None:
             self.metrics.close()
         for s in self.engine.sinks:

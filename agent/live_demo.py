@@ -1,8 +1,9 @@
 """``edge-agent demo`` (default): the whole live path on one machine.
 
 A broker on a free loopback port (Mosquitto when installed, else the pure-Python
-``amqtt`` broker when importable), a simulated device publishing MISSION.md item 1's
-labelled synthetic stream as JSON batches, the real live runtime
+``amqtt`` broker when importable, in a subprocess: ``pip install 'edge-agent[demo]'``;
+with neither, the offline demo runs instead, saying why), a simulated device publishing
+MISSION.md item 1's labelled synthetic stream as JSON batches, the real live runtime
 (:class:`~agent.live.LiveAgent`: ingest queue, cascade, store-and-forward, control plane),
 and a console view of the alerts and stats arriving *over MQTT*. Ends with a summary
 (points, alerts, precision/recall against the labels, ingest -> decision p99) and the same
@@ -11,11 +12,13 @@ PNG as the offline demo (``edge-agent demo --offline``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import default_config_path, episode_recall, plot
+from agent.demo import default_config_path, episode_recall, plot, run_demo
 from agent.errors import AgentError
 from agent.runtime import read_doc
 from agent.synthetic import multisensor
@@ -50,28 +53,70 @@ def _wait_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
-class DemoBroker:
-    """Mosquitto on a free loopback port (the only broker this demo starts)."""
+def find_mosquitto() -> str | None:
+    """The Mosquitto executable: on PATH, else where Debian puts it (not on a user's PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+                 if Path(p).is_file()), None)
 
-    def __init__(self, workdir: Path) -> None:
-        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                            if Path("/usr/sbin/mosquitto").exists() else None)
-        if exe is None:
-            raise AgentError("the live demo needs Mosquitto on PATH (apt-get install "
-                             "mosquitto); run `edge-agent demo --offline` without a broker")
+
+def amqtt_available() -> bool:
+    return importlib.util.find_spec("amqtt") is not None
+
+
+class DemoBroker:
+    """A throwaway broker process on a free loopback port (``name``: mosquitto or amqtt)."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
         self.port = _free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        "persistence false\n", encoding="ascii")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        if not _wait_port(self.port):
+        self.log = workdir / f"{name}.log"
+        if name == "mosquitto":
+            exe = find_mosquitto()
+            assert exe is not None
+            conf = workdir / "mosquitto.conf"
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                            "persistence false\n", encoding="ascii")
+            argv = [exe, "-c", str(conf)]
+        else:  # amqtt speaks MQTT 3.1.1 only: the agent falls back to it (mqtt.protocol auto)
+            conf = workdir / "amqtt.yaml"
+            conf.write_text(yaml.safe_dump({
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                            {"allow_anonymous": True}},
+            }), encoding="utf-8")
+            argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        if not _wait_port(self.port, 20.0):
             self.close()
-            raise AgentError("mosquitto did not start")
+            tail = self.log.read_text(errors="replace")[-500:]
+            raise AgentError(f"{name} did not start on 127.0.0.1:{self.port}: {tail}")
 
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+
+
+def start_broker(workdir: Path) -> DemoBroker | None:
+    """Mosquitto if installed, else amqtt if importable, else None (after saying why)."""
+    names = (["mosquitto"] if find_mosquitto() else []) + (["amqtt"] if amqtt_available()
+                                                          else [])
+    for name in names:
+        try:
+            return DemoBroker(name, workdir)
+        except (AgentError, OSError) as exc:
+            print(f"edge-agent demo: {name} failed to start ({exc})", flush=True)
+    if not names:
+        print("edge-agent demo: no MQTT broker here: Mosquitto is not installed "
+              "(apt-get install mosquitto) and the embedded amqtt broker is not importable "
+              "(pip install 'edge-agent[demo]').", flush=True)
+    print("edge-agent demo: running the offline demo instead (the same cascade, no broker)",
+          flush=True)
+    return None
 
 
 def _console(port: int, root: str) -> tuple[paho.Client, list[dict[str, Any]]]:
@@ -110,8 +155,12 @@ def run_live_demo(config_path: str | None, points: int, seed: int, out: Path,
     src = Path(config_path) if config_path else default_config_path()
     doc = read_doc(src)
     stream = doc["streams"][0]["id"]
-    broker = DemoBroker(work)
-    doc["mqtt"] = {"enabled": True, "port": broker.port, "site": "demo",
+    broker = start_broker(work)
+    if broker is None:
+        return run_demo(config_path, points, seed, out)
+    # keepalive 5 s: a short CONNACK wait, so the MQTT 5 -> 3.1.1 fallback against amqtt
+    # (which never answers an MQTT 5 CONNECT carrying a Last Will) takes seconds, not 30
+    doc["mqtt"] = {"enabled": True, "port": broker.port, "site": "demo", "keepalive_s": 5,
                    "ingest": [{"topic": f"devices/sim/{stream}", "stream": stream}]}
     doc["store"] = {"path": str(out / "outbox.sqlite")}
     doc.setdefault("agent", {})["stats_interval_s"] = 1.0
@@ -130,10 +179,10 @@ def run_live_demo(config_path: str | None, points: int, seed: int, out: Path,
         agent.on_decision = lambda d: decisions.__setitem__(d.ts, d)
         root = agent.tree.root
         console, alerts = _console(broker.port, root)
-        print(f"edge-agent live demo: Mosquitto on 127.0.0.1:{broker.port}, topics under "
+        print(f"edge-agent live demo: {broker.name} on 127.0.0.1:{broker.port}, topics under "
               f"{root}/; device publishes {points} points at {rate:.0f}/s")
         agent.start()
-        if not agent.transport.wait_ready(10):
+        if not agent.transport.wait_ready(30):
             raise AgentError("agent did not connect to the demo broker")
         _device(broker.port, f"devices/sim/{stream}", data, rate)
         deadline = time.monotonic() + 60 + points / 500
@@ -154,7 +203,8 @@ def run_live_demo(config_path: str | None, points: int, seed: int, out: Path,
     tp, fp, fn = int((y & a).sum()), int((~y & a).sum()), int((y & ~a).sum())
     hit, episodes = episode_recall(y, a)
     raised = sum(1 for x in alerts if x["event"] == "raise")
-    rows = [("points ingested", stats["points_in"]), ("messages", stats["messages_in"]),
+    rows = [("broker", f"{broker.name} (MQTT {stats['mqtt']['protocol']})"),
+            ("points ingested", stats["points_in"]), ("messages", stats["messages_in"]),
             ("alerts over MQTT", f"{raised} raised, {len(alerts)} events"),
             ("point precision", f"{tp / max(tp + fp, 1):.2f}"),
             ("point recall", f"{tp / max(tp + fn, 1):.2f}"),

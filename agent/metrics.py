@@ -52,6 +52,30 @@ class _StatsCollector(Collector):
                                 value=st["store"]["backlog"])
         yield GaugeMetricFamily("edge_rss_bytes", "resident memory", value=st["rss_bytes"])
         yield GaugeMetricFamily("edge_uptime_seconds", "agent uptime", value=st["uptime_s"])
+        yield CounterMetricFamily("edge_store_published", "outbox messages acknowledged",
+                                  value=st["store"].get("published", 0))
+        mq = st.get("mqtt", {})
+        if "connected" in mq:
+            yield GaugeMetricFamily("edge_mqtt_connected", "1 while connected to the broker",
+                                    value=int(bool(mq["connected"])))
+            ev = CounterMetricFamily("edge_mqtt_events", "connection events by kind",
+                                     labels=["event"])
+            for name, n in mq.items():
+                if name not in ("connected", "protocol", "enabled"):
+                    ev.add_metric([name], n)
+            yield ev
+        yield from _serial_families(st.get("serial", {}))
+
+
+def _serial_families(ports: dict[str, dict[str, int]]) -> Iterator[Any]:
+    """One family per serial counter (``edge_serial_crc_errors{port=...}``...)."""
+    names = sorted({k for counts in ports.values() for k in counts if k != "mode"})
+    for name in names:
+        fam = CounterMetricFamily(f"edge_serial_{name}", f"serial source counter {name}",
+                                  labels=["port"])
+        for port, counts in ports.items():
+            fam.add_metric([port], counts.get(name, 0))
+        yield fam
 
 
 class MetricsServer:

@@ -6,15 +6,20 @@ Threads and who owns what:
   appends ``(topic, payload, receive time)`` to a bounded deque (``mqtt.queue_size``);
   when it is full the *oldest* message is dropped and counted (``queue.dropped``);
   control messages go to a separate small queue, so a data burst cannot starve them;
+* one reader thread per ``serial`` entry (:class:`~agent.sources.serial.SerialSource`)
+  decodes its port and appends the decoded points to the same bounded deque;
 * the detection worker (this module) is the only thread touching the engine: it parses,
   runs the cascade, answers commands, applies configs, writes stats and checkpoints;
 * the outbox thread (:class:`~agent.publisher.Publisher`) drains the SQLite store.
 
 With ``--input FILE`` (``-`` = stdin) the agent reads JSON-lines points
 ``{"stream", "ts", "values"}`` instead of subscribing to sensor topics. Without
-``mqtt.enabled`` that is a plain offline run (:func:`run_input`: alerts to the configured
-sinks, stats on stderr); with it, the live agent runs as usual (status, birth, stats,
-store-and-forward, control plane) fed from the file, and shuts down gracefully at its end.
+``mqtt.enabled`` (and without ``serial``) that is a plain offline run (:func:`run_input`:
+alerts to the configured sinks, stats on stderr); otherwise the live agent runs as usual
+(status, birth, stats, store-and-forward, control plane) fed from the file too, and shuts
+down gracefully at its end. With ``serial`` entries and ``mqtt.enabled: false`` the live
+agent runs without a broker: alerts go to the configured sinks, stats to stderr as JSON
+lines ``{"stats": ...}`` every ``agent.stats_interval_s`` and once more at shutdown.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from agent.errors import ConfigError, InputError
 from agent.onnx_scorer import model_from_config
 from agent.payloads import parse_payload
 from agent.sinks import AlertSink, JsonlSink
+from agent.types import Point
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +113,33 @@ def run_input(cfg: AgentConfig, input_path: str) -> int:
 
 
 INPUT_TOPIC = ""  # pseudo-topic of points read from --input
+SERIAL_TOPIC = "\x00serial"  # pseudo-topic of points decoded by a serial source
 
 
 class Ingest:
     """The bounded hand-off between the network thread and the worker (drop-oldest)."""
 
     def __init__(self, capacity: int) -> None:
-        self.data: deque[tuple[str, bytes, float]] = deque(maxlen=capacity)
+        self.data: deque[tuple[str, bytes | Point, float]] = deque(maxlen=capacity)
         self.control: deque[Callable[[], None]] = deque(maxlen=1000)
         self.dropped = 0
         self.control_dropped = 0
         self.accepting = True
         self.wake = threading.Event()
+        self._lock = threading.Lock()  # several producers: paho, serial readers, --input
 
-    def put_data(self, topic: str, payload: bytes) -> None:
+    def put_data(self, topic: str, payload: bytes | Point) -> None:
         if not self.accepting:
             return
-        if len(self.data) == self.data.maxlen:
-            self.dropped += 1
-        self.data.append((topic, payload, time.monotonic()))
+        with self._lock:
+            if len(self.data) == self.data.maxlen:
+                self.dropped += 1
+            self.data.append((topic, payload, time.monotonic()))
         self.wake.set()
+
+    def put_point(self, point: Point) -> None:
+        """A serial source's ``on_point``: same queue, same drop-oldest policy."""
+        self.put_data(SERIAL_TOPIC, point)
 
     def put_control(self, fn: Callable[[], None]) -> None:
         if len(self.control) == self.control.maxlen:
@@ -160,11 +173,13 @@ def run_agent(config_path: str, input_path: str | None = None) -> int:
     """``edge-agent run``: the live agent (MQTT) or, with ``input_path``, JSON lines."""
     base, overlay, cfg = load_effective(config_path)
     logging.getLogger().setLevel(cfg.agent.log_level.upper())
-    if input_path is not None and not cfg.mqtt.enabled:
+    if input_path is not None and not cfg.mqtt.enabled and not cfg.serial:
         return run_input(cfg, input_path)
-    if not cfg.mqtt.enabled:
-        raise ConfigError("mqtt.enabled", "live mode needs MQTT (or give --input FILE)",
-                          config_path)
+    if not cfg.mqtt.enabled and not cfg.serial and input_path is None:
+        raise ConfigError("mqtt.enabled, serial",
+                          "nothing to read: set mqtt.enabled: true (with mqtt.ingest topics), "
+                          "add a serial port (serial: [{port: /dev/ttyUSB0, stream: ID}]), "
+                          "or give --input FILE", config_path)
     from agent.live import LiveAgent
 
     agent = LiveAgent(config_path, base, overlay, cfg, boot=uuid.uuid4().hex[:12])

@@ -1,19 +1,21 @@
 """Stage 2: River online detectors behind a streaming min-max scaler, self-calibrating.
 
 River detectors score on their own scales (HalfSpaceTrees in [0, 1], LODA as a
-negative log-likelihood, OneClassSVM as a margin, negated here so that high means
-anomalous). Each one is therefore calibrated against its own recent history of scores on
-*accepted* points: with ``m`` the median and ``q`` the ``calibration_quantile`` of the
+negative log-likelihood). Each one is therefore calibrated against its own recent history
+of scores on *accepted* points: with ``m`` the median and ``q`` the ``calibration_quantile`` of the
 recent scores, the threshold ratio is ``(s - m) / (q - m)`` (1.0 = as unusual as the top
 ``1 - calibration_quantile`` of normal points). The stage ratio is the largest model
 ratio, mapped to [0, 1) as ``r / (1 + r)`` like every stage.
 
 The min-max scaler (HalfSpaceTrees assumes features in [0, 1]) is ours and is
-fed only accepted points, so an anomaly cannot stretch its own range. Values outside the
-learnt range are clipped to a margin around [0, 1].
+fed only accepted points, so an anomaly cannot stretch its own range. The learnt range
+maps to [0.25, 0.75], leaving room on both sides for values beyond it.
 
 Memory: HalfSpaceTrees holds ``n_trees * 2**height`` nodes, LODA ``n_random_cuts``
-bounded histograms, OneClassSVM one weight per feature; nothing grows with history.
+bounded histograms; nothing grows with history. (River's OneClassSVM was tried and left
+out: it is linear, so it sees outliers on one side of the data only, and it ranked
+anomalies at chance on the synthetic streams. River's LocalOutlierFactor keeps every
+point, so its memory grows without bound.)
 """
 
 from __future__ import annotations
@@ -39,22 +41,7 @@ def _make_model(cfg: RiverModelConfig) -> Any:
         )
     if cfg.kind == "loda":
         return anomaly.LODA(n_bins=cfg.n_bins, n_random_cuts=cfg.n_random_cuts, seed=cfg.seed)
-    if cfg.kind == "one_class_svm":
-        return _Negated(anomaly.OneClassSVM(nu=cfg.nu))
     raise ValueError(f"unknown river model kind {cfg.kind!r}")  # config validation prevents this
-
-
-class _Negated:
-    """River's OneClassSVM scores normality (w.x - rho: higher = more normal); flip it."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def score_one(self, x: dict[str, float]) -> float:
-        return -float(self.model.score_one(x))
-
-    def learn_one(self, x: dict[str, float]) -> None:
-        self.model.learn_one(x)
 
 
 class _Calibrator:
@@ -125,8 +112,10 @@ class RiverStage:
         out = {}
         for name, v, lo, hi in zip(self.channels, x, self._lo, self._hi, strict=True):
             span = hi - lo
-            z = (v - lo) / span if span > 0 else 0.5
-            out[name] = -0.5 if z < -0.5 else (1.5 if z > 1.5 else z)
+            # The learnt range maps to [0.25, 0.75]: HalfSpaceTrees splits [0, 1], so
+            # values beyond the range land in leaves normal data never fills.
+            z = 0.25 + 0.5 * (v - lo) / span if span > 0 else 0.5
+            out[name] = 0.0 if z < 0.0 else (1.0 if z > 1.0 else z)
         return out
 
     def score_one(self, x: Sequence[float]) -> float:

@@ -258,6 +258,7 @@ class StatGate:
         self._sum[:] = 0.0
         self._sumsq[:] = 0.0
         self._streak[:] = 0
+        self._flagged[:] = False
         self._robust_ok = False
 
     # ------------------------------------------------------------------ checkpoint

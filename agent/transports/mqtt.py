@@ -3,7 +3,10 @@
 One supervisor thread owns the connection. Each attempt builds a fresh paho ``Client``
 (callback API v2) so no state of a dead connection leaks into the next: unacknowledged
 messages are the :mod:`agent.store`'s business, not paho's. MQTT 5 is tried first; with
-``protocol: auto`` a broker that refuses it gets MQTT 3.1.1 from then on.
+``protocol: auto`` a broker that refuses it gets MQTT 3.1.1 from then on. A broker that
+does not answer an MQTT 5 CONNECT at all (amqtt cannot parse one with a Last Will) before
+the first connection gets one MQTT 3.1.1 attempt straight away: kept if it connects, else
+back to MQTT 5. (After a first MQTT 5 connection silence means an outage, not a protocol.)
 
 Reconnect delays grow as ``min * 2**n`` up to ``max`` with equal jitter (half fixed, half
 random), so a fleet of gateways does not reconnect in lock-step after a broker restart.
@@ -25,7 +28,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -35,23 +37,15 @@ from paho.mqtt.properties import Properties
 
 from agent.config_live import MqttConfig
 from agent.errors import AgentError
+from agent.transports.base import MessageHandler, Transport, Will
 
 log = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes, Any], None]
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 CONNACK rc 1 / MQTT 5 reason 0x84
 
 
 class TransportError(AgentError):
     """The MQTT transport cannot be set up (bad TLS files, bad settings)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -65,7 +59,7 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> 
     return d / 2 + rng.uniform(0, d / 2)
 
 
-class MqttTransport:
+class MqttTransport(Transport):
     """Keeps one MQTT connection alive in a background thread until :meth:`stop`."""
 
     def __init__(
@@ -98,6 +92,8 @@ class MqttTransport:
         self._stop = threading.Event()
         self._last_rx = time.monotonic()
         self._refused_protocol = False
+        self._answered = False  # a CONNACK came (accepting or refusing)
+        self._probing = False  # on 3.1.1 only because MQTT 5 got no answer
         self._rng = random.Random()
         self._thread: threading.Thread | None = None
 
@@ -203,7 +199,10 @@ class MqttTransport:
         return client
 
     def _connect_props(self) -> Properties | None:
-        if not self.v5:
+        # An absent Session Expiry Interval means 0; leaving it out keeps the CONNECT
+        # parseable by 3.1.1-only brokers (amqtt), which then refuse it at once with a
+        # CONNACK (-> fallback) instead of waiting for bytes that never come.
+        if not self.v5 or self.config.session_expiry_s == 0:
             return None
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry_s
@@ -211,6 +210,7 @@ class MqttTransport:
 
     def _handle_connect(self, client: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._last_rx = time.monotonic()
+        self._answered = True
         if rc.is_failure:
             log.warning("mqtt: connection refused: %s", rc)
             if int(rc.value) in _UNSUPPORTED_PROTOCOL:
@@ -269,6 +269,7 @@ class MqttTransport:
         while not self._stop.is_set():
             self._down.clear()
             self._refused_protocol = False
+            self._answered = False
             try:
                 client = self._new_client()
             except TransportError:
@@ -281,10 +282,17 @@ class MqttTransport:
                 client.connect(self.config.host, self.config.port, self.config.keepalive_s,
                                clean_start=self.config.clean_start if self.v5 else 3,
                                properties=self._connect_props())
+            except ssl.SSLError as exc:
+                self.counts["connect_failures"] += 1
+                log.error("mqtt: TLS handshake with %s:%d failed: %s (check mqtt.tls.ca_file, "
+                          "cert_file, key_file and the broker's certificate)", self.config.host,
+                          self.config.port, exc)
             except (OSError, ValueError) as exc:
                 self.counts["connect_failures"] += 1
                 log.warning("mqtt: cannot connect to %s:%d: %s", self.config.host,
                             self.config.port, exc)
+                if self._probing:  # the broker is down, not 3.1.1-only
+                    self.v5, self._probing = True, False
             else:
                 client.loop_start()
                 self._watch(client)
@@ -293,16 +301,26 @@ class MqttTransport:
                     time.sleep(0.05)
                 client.loop_stop()
                 self._connected.clear()
+                _close_socket(client)
                 with_connack = self.generation > gen_before
                 if not with_connack:
                     self.counts["connect_failures"] += 1
-                # A 3.1.1-only broker refuses MQTT 5 with a CONNACK, or (some) just closes.
+                # A 3.1.1-only broker refuses MQTT 5 with a CONNACK, or (some) never
+                # answer or just close: then one 3.1.1 attempt at once decides.
                 may_fall_back = self.v5 and self.config.protocol == "auto"
-                if may_fall_back and (self._refused_protocol
-                                      or (not with_connack and attempt >= 1)):
-                    log.warning("mqtt: broker refused MQTT 5, falling back to 3.1.1")
-                    self.v5 = False
+                silent = not self._answered and self.counts["connects"] == 0
+                if may_fall_back and (self._refused_protocol or silent):
+                    if self._refused_protocol:
+                        log.warning("mqtt: broker refused MQTT 5, falling back to 3.1.1")
+                    else:
+                        log.warning("mqtt: no answer to an MQTT 5 CONNECT, trying 3.1.1")
+                    self.v5, self._probing = False, not self._refused_protocol
                     continue
+                if self._probing:
+                    if with_connack:
+                        self._probing = False  # a 3.1.1-only broker: stay on 3.1.1
+                    elif not self._answered:
+                        self.v5, self._probing = True, False  # silent either way: down
                 if with_connack:
                     attempt = 0
             if self._stop.is_set():
@@ -316,7 +334,7 @@ class MqttTransport:
 
     def _watch(self, client: paho.Client) -> None:
         limit = self.config.watchdog_factor * self.config.keepalive_s
-        connect_deadline = time.monotonic() + max(10.0, self.config.keepalive_s)
+        connect_deadline = time.monotonic() + min(10.0, self.config.keepalive_s)
         while not self._down.wait(0.25):
             now = time.monotonic()
             if not self._connected.is_set():
@@ -328,3 +346,13 @@ class MqttTransport:
                 self.counts["watchdog_reconnects"] += 1
                 self.force_reconnect(f"nothing received for {now - self._last_rx:.1f} s")
                 return
+
+
+def _close_socket(client: paho.Client) -> None:
+    """Close an abandoned connection's socket now, not when the client is collected:
+    a half-open attempt left open would reach the broker when it recovers and, with the
+    same client id, take the session over from the live connection."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()

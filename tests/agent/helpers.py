@@ -40,7 +40,6 @@ MULTI_CHANNELS = ("temperature", "vibration", "pressure", "noise")
 RIVER_KW = {
     "half_space_trees": {"n_trees": 10, "height": 6, "window_size": 100},
     "loda": {"n_random_cuts": 20},
-    "one_class_svm": {},
 }
 
 

@@ -56,7 +56,7 @@ def test_gates_at_one_never_run_stages_two_and_three() -> None:
 
 def test_gates_at_zero_every_scored_point_reaches_every_stage() -> None:
     cas = _cascade(river_at=0.0, onnx_at=0.0)
-    rows = _rows(400)
+    rows = _rows(800)
     i = 0
     while cas.river.warming_up:  # points that reach the alert threshold are not learnt
         cas.process(rows[i].tolist(), THR)
@@ -74,7 +74,7 @@ def test_gates_at_zero_every_scored_point_reaches_every_stage() -> None:
 def test_gates_between_escalate_only_suspicious_points() -> None:
     cas = _cascade(river_at=0.3, onnx_at=0.0)
     checked = 0
-    for r in _rows():
+    for r in _rows(600):
         river_ready = not cas.river.warming_up
         o = cas.process(r.tolist(), THR)
         s1, s2, s3 = o.stage_scores
@@ -224,16 +224,19 @@ def test_no_look_ahead_prefix_outcomes_are_identical() -> None:
     assert all(_same(a, b) for a, b in zip(short, full[:250], strict=True))
 
 
-def test_river_does_not_learn_points_at_or_above_the_alert_threshold() -> None:
+def test_river_does_not_learn_suspicious_points() -> None:
+    """Not learnt: fused score at/above the alert threshold, or stage 1 at/above 0.5."""
     cas = _cascade(model=False, river_at=0.0)
     rows = _rows()
     learned = []
     for r in rows:
         before = cas.river._learned
         o = cas.process(r.tolist(), THR)
-        learned.append((o.score, cas.river._learned - before))
-    assert any(s >= THR for s, _ in learned)
-    assert all(d == (0 if s >= THR else 1) for s, d in learned)
+        s1 = o.stage_scores[0]
+        suspicious = o.score >= THR or (s1 is not None and s1 >= 0.5)
+        learned.append((suspicious, cas.river._learned - before))
+    assert any(s for s, _ in learned) and any(not s for s, _ in learned)
+    assert all(d == (0 if s else 1) for s, d in learned)
 
 
 def test_learn_only_learns_without_scoring() -> None:

@@ -87,7 +87,6 @@ DETECTORS = {
     "zscore-both": _gate("both"),
     "river-hst": _river("half_space_trees"),
     "river-loda": _river("loda"),
-    "river-ocsvm": _river("one_class_svm"),
     "onnx-pca": _cascade(zscore=False, river=False),
     "cascade": _cascade(zscore=True, river=True),
 }
@@ -103,8 +102,6 @@ CASES = [
     ("river-hst", "multisensor", 0.5),
     ("river-loda", "iot", 0.65),
     ("river-loda", "multisensor", 0.55),
-    ("river-ocsvm", "iot", 0.5),
-    ("river-ocsvm", "multisensor", 0.5),
     ("onnx-pca", "iot", 0.65),
     ("onnx-pca", "multisensor", 0.6),
     ("cascade", "iot", 0.65),

@@ -221,7 +221,7 @@ class WindowMeanChart:
             inits,
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                  producer_name="edge-agent.detectors.multivariate")
+                                  producer_name="edge-export.control_chart")
         model.ir_version = 8
         onnx.checker.check_model(model)
         meta = ModelMeta(

@@ -1,0 +1,433 @@
+"""SKAB outlier-track benchmark of the agent's cascade (protocol: SKAB_PROTOCOL.md).
+
+Run from the repository root::
+
+    python benchmarks/skab.py [--out benchmarks/results] [--no-cv]
+
+Every one of the 34 files goes through :func:`agent.replay.replay_table` -- the code path
+of ``edge-agent replay`` -- with a fresh engine per file: the first 400 rows only learn
+(``--warmup-rows 400``), every later row is scored and gets a 0/1 alert. The stage-3
+model of a file is a :class:`~export.control_chart.WindowMeanChart` fitted on that
+file's first 400 rows and exported to ONNX (the protocol allows a detector that learns
+from a file's training rows), loaded with :class:`~agent.onnx_scorer.OnnxModel` like any
+pushed model. Configuration: ``configs/skab.yaml`` plus :data:`CHART` below (one global
+configuration for all 34 files; how it was chosen: ``--cv`` and benchmarks/README.md).
+
+Variants: the cascade, each stage alone, and prototypes of proposed core changes.
+Outputs: ``<out>/skab.json``, ``<out>/skab.png``, per-file score CSVs under
+``<out>/tmp/skab_scores/<group>/<n>.csv`` (``timestamp,alert,score``; gitignored) and
+the table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402
+import skab_metric as sm  # noqa: E402
+
+from agent.config import AgentConfig, load_config  # noqa: E402
+from agent.onnx_scorer import OnnxModel  # noqa: E402
+from agent.replay import replay_table  # noqa: E402
+from export.control_chart import ChannelRule, WindowMeanChart  # noqa: E402
+
+CONFIG = ROOT / "configs" / "skab.yaml"
+
+# The stage-3 chart, fitted per file on its 400 training rows (global parameters). These are
+# the choice of cross_validate()'s selection rule on all 34 files (its held-out figures are
+# in skab.json); clear_after (5) is in configs/skab.yaml.
+CHART: dict[str, Any] = {
+    "channels": ("Accelerometer1RMS", "Accelerometer2RMS", "Volume Flow RateRMS"),
+    "window": 5,
+    "threshold": 4.0,
+    "rules": {
+        "Accelerometer1RMS": {"rel_tolerance": 0.1},
+        "Accelerometer2RMS": {"rel_tolerance": 0.1},
+        "Volume Flow RateRMS": {"direction": "both"},
+    },
+}
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def make_chart(params: dict[str, Any], train: np.ndarray) -> WindowMeanChart:
+    rules = {k: ChannelRule(**v) for k, v in params.get("rules", {}).items()}
+    return WindowMeanChart(tuple(params["channels"]), params["window"], params["threshold"],
+                           rules).fit(train)
+
+
+def chart_model(params: dict[str, Any], f: sm.SkabFile) -> OnnxModel:
+    idx = [f.table.columns.index(c) for c in params["channels"]]
+    train = f.table.values[: sm.N_TRAIN, idx]
+    chart = make_chart(params, train)
+    blob = chart.to_onnx(name=f"skab-chart-{f.key.replace('/', '-')}", golden_rows=train)
+    return OnnxModel(blob, providers=("cpu",), source=f"chart:{f.key}")
+
+
+def _replace(cfg: AgentConfig, **sections: dict[str, Any]) -> AgentConfig:
+    """``_replace(cfg, zscore={"enabled": False}, escalation={...})``: a config variant."""
+    det = cfg.detectors
+    changes: dict[str, Any] = {}
+    for name, kv in sections.items():
+        if name in ("zscore", "river", "onnx"):
+            det = dataclasses.replace(det, **{name: dataclasses.replace(getattr(det, name), **kv)})
+        else:
+            changes[name] = dataclasses.replace(getattr(cfg, name), **kv)
+    return dataclasses.replace(cfg, detectors=det, **changes)
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    description: str
+    config: AgentConfig
+    use_model: bool
+    prototype: bool = False  # uses a proposed core change (patched in, see PROTOTYPES)
+
+
+def variants(cfg: AgentConfig) -> list[Variant]:
+    off = {"enabled": False}
+    return [
+        Variant("cascade", "configs/skab.yaml: stage 1 -> stage 2 -> stage 3 (per-file chart)",
+                cfg, True),
+        Variant("stage1", "stage 1 only (statistical gate)", _replace(cfg, river=off), False),
+        Variant("stage2", "stage 2 only (River)", _replace(cfg, zscore=off), False),
+        Variant("stage3", "stage 3 only (per-file chart, every point)",
+                _replace(cfg, zscore=off, river=off), True),
+        Variant("cascade+hold", "PROTOTYPE: cascade with stricter gates (river_at 0.45, "
+                "onnx_at 0.5) + proposed escalation.hold_while_active",
+                _replace(cfg, escalation={"river_at": 0.45, "onnx_at": 0.5}), True,
+                prototype=True),
+    ]
+
+
+# --------------------------------------------------------------------------- prototypes
+# Proposed core change, prototyped without editing agent/: "escalation.hold_while_active" --
+# while a stream's alert is active every point goes through every stage, so the stage that
+# raised the alert (not a cheap stage that stopped escalating) decides when it clears.
+
+
+@contextlib.contextmanager
+def hold_while_active() -> Iterator[None]:
+    import agent.engine as engine_mod
+    from agent.cascade import StreamCascade
+
+    class HoldCascade(StreamCascade):
+        hold = False
+
+        def process(self, x: list[float], alert_threshold: float) -> Any:
+            if not self.hold:
+                return super().process(x, alert_threshold)
+            cfg = self.config
+            self.config = dataclasses.replace(cfg, escalation=dataclasses.replace(
+                cfg.escalation, river_at=0.0, onnx_at=0.0))
+            try:
+                return super().process(x, alert_threshold)
+            finally:
+                self.config = cfg
+
+    class HoldEngine(engine_mod.Engine):
+        def process(self, point: Any) -> Any:
+            cas, pol = self._cascades.get(point.stream), self._policies.get(point.stream)
+            if cas is not None and pol is not None:
+                cas.hold = pol.active
+            return super().process(point)
+
+    import agent.replay as replay_mod
+
+    saved = engine_mod.StreamCascade, replay_mod.Engine
+    engine_mod.StreamCascade, replay_mod.Engine = HoldCascade, HoldEngine
+    try:
+        yield
+    finally:
+        engine_mod.StreamCascade, replay_mod.Engine = saved
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_variant(v: Variant, files: list[sm.SkabFile], models: dict[str, OnnxModel],
+                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    alerts, scores, stage3, escalated = {}, {}, 0, 0
+    t0 = time.perf_counter()
+    ctx = hold_while_active() if v.prototype else contextlib.nullcontext()
+    with ctx:
+        for f in files:
+            r = replay_table(v.config, f.table, model=models[f.key] if v.use_model else None,
+                             warmup_rows=sm.N_TRAIN, progress=progress)
+            alerts[f.key], scores[f.key] = r.alerts, r.scores
+            stage3 += int(r.stats["scored"]["stage3"])
+            escalated += int(r.stats["escalated"]["to_stage3"])
+    seconds = time.perf_counter() - t0
+    total, per = sm.evaluate(files, alerts)
+    n_test = sum(len(f.labels) - sm.N_TRAIN for f in files)
+    return {
+        "description": v.description, "prototype": v.prototype, **total.as_dict(),
+        "stage3_fraction": round(stage3 / n_test, 4), "stage3_escalated": escalated,
+        "seconds": round(seconds, 1),
+        "per_file": {k: c.as_dict() for k, c in per.items()},
+        "_alerts": alerts, "_scores": scores,
+    }
+
+
+def write_scores(root: Path, files: list[sm.SkabFile], res: dict[str, Any]) -> None:
+    for f in files:
+        p = root / f"{f.key}.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        a, s = res["_alerts"][f.key], res["_scores"][f.key]
+        lines = ["timestamp,alert,score"] + [
+            f"{ts},{int(ai)},{si:.6f}" for ts, ai, si in zip(f.table.raw_ts, a, s, strict=True)]
+        p.write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+
+def policy_alerts(ratios: np.ndarray, clear_after: int) -> np.ndarray:
+    """The agent's AlertPolicy with k = n = 1 and clear_threshold = threshold (vectorised
+    ratios in, 0/1 out); the test part only. Checked against replay in the tests."""
+    hit = ratios >= 1.0
+    out = np.zeros(len(hit), dtype=np.int8)
+    on, below = False, 0
+    for i in range(sm.N_TRAIN, len(hit)):
+        if not on:
+            if hit[i]:
+                on, below = True, 0
+        else:
+            below = 0 if hit[i] else below + 1
+            if below >= clear_after:
+                on = False
+        out[i] = on
+    return out
+
+
+CV_GRID: dict[str, list[Any]] = {
+    "window": [5, 10, 20],
+    "threshold": [3.5, 4.0, 5.0, 6.0],
+    "acc_rel_tolerance": [0.0, 0.02, 0.05, 0.1],
+    "flow_direction": ["both", "down"],
+    "clear_after": [1, 5, 10, 20],
+}
+
+
+def _params(window: int, threshold: float, rel: float, flow_dir: str) -> dict[str, Any]:
+    return {**CHART, "window": window, "threshold": threshold, "rules": {
+        "Accelerometer1RMS": {"rel_tolerance": rel},
+        "Accelerometer2RMS": {"rel_tolerance": rel},
+        "Volume Flow RateRMS": {"direction": flow_dir},
+    }}
+
+
+def cross_validate(files: list[sm.SkabFile]) -> dict[str, Any]:
+    """Leave-files-out CV of the chart + policy parameters over :data:`CV_GRID`.
+
+    Selection rule on the tuning files: the largest F1 among settings with FAR <= 10 %
+    (then the smallest FAR + MAR). Two fold schemes: by group (tune on valve1, test on
+    valve2 + other, and the reverse) and 4 interleaved folds (file i -> fold i mod 4).
+    Each file is held out exactly once per scheme; the held-out confusions are pooled.
+    """
+    keys = [f.key for f in files]
+    labels = {f.key: f.labels for f in files}
+    conf: dict[tuple[Any, ...], dict[str, sm.Confusion]] = {}
+    for w, thr, rel, fd in itertools.product(CV_GRID["window"], CV_GRID["threshold"],
+                                             CV_GRID["acc_rel_tolerance"],
+                                             CV_GRID["flow_direction"]):
+        p = _params(w, thr, rel, fd)
+        ratios = {}
+        for f in files:
+            idx = [f.table.columns.index(c) for c in p["channels"]]
+            x = f.table.values[:, idx]
+            ratios[f.key] = make_chart(p, x[: sm.N_TRAIN]).score_rows(x)
+        for ca in CV_GRID["clear_after"]:
+            conf[(w, thr, rel, fd, ca)] = {
+                k: sm.confusion(labels[k], policy_alerts(ratios[k], ca)) for k in keys}
+
+    def pick(tune: list[str]) -> tuple[Any, ...]:
+        def key(g: tuple[Any, ...]) -> tuple[Any, ...]:
+            c = sum((conf[g][k] for k in tune), sm.Confusion())
+            return (c.far <= 10.0, c.f1, -(c.far + c.mar))
+        return max(conf, key=key)
+
+    names = ("window", "threshold", "acc_rel_tolerance", "flow_direction", "clear_after")
+    out: dict[str, Any] = {"grid": CV_GRID, "selection": "max F1 s.t. FAR <= 10 % on the "
+                           "tuning files, ties: min FAR + MAR", "schemes": {}}
+    schemes = {
+        "by_group": [[k for k in keys if k.startswith("valve1/")],
+                     [k for k in keys if not k.startswith("valve1/")]],
+        "interleaved_4fold": [[k for i, k in enumerate(keys) if i % 4 == j] for j in range(4)],
+    }
+    for scheme, folds in schemes.items():
+        held = sm.Confusion()
+        rows = []
+        for test in folds:
+            tune = [k for k in keys if k not in test]
+            g = pick(tune)
+            c_test = sum((conf[g][k] for k in test), sm.Confusion())
+            c_tune = sum((conf[g][k] for k in tune), sm.Confusion())
+            held = held + c_test
+            rows.append({"test_files": test, "chosen": dict(zip(names, g, strict=True)),
+                         "tune": c_tune.as_dict(), "held_out": c_test.as_dict()})
+        out["schemes"][scheme] = {"folds": rows, "held_out_pooled": held.as_dict()}
+    g = pick(keys)
+    out["all_files_choice"] = dict(zip(names, g, strict=True))
+    out["all_files_choice_score"] = sum((conf[g][k] for k in keys), sm.Confusion()).as_dict()
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    lines = ["| Detector | F1 | FAR, % | MAR, % | TP | TN | FP | FN | causal |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| **edge-agent {name}** | {r['F1']:.2f} | {r['FAR']:.2f} | "
+                     f"{r['MAR']:.2f} | {r['tp']} | {r['tn']} | {r['fp']} | {r['fn']} | yes |")
+    for name, f1, far, mar, ahead in sm.LEADERBOARD:
+        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} | | | | | "
+                     f"{'no (looks ahead)' if ahead else 'yes'} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, dict[str, Any]], main: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(14, 9), gridspec_kw={"height_ratios": [3, 2]})
+    per = results[main]["per_file"]
+    keys = list(per)
+    x = np.arange(len(keys))
+    a1.bar(x - 0.2, [per[k]["FAR"] for k in keys], 0.4, label="FAR %", color="tab:red")
+    a1.bar(x + 0.2, [per[k]["MAR"] for k in keys], 0.4, label="MAR %", color="tab:blue")
+    a1.set_xticks(x, keys, rotation=90, fontsize=8)
+    a1.set_ylabel("%")
+    a1.set_title(f"SKAB per file, edge-agent {main} (causal)")
+    a1.legend()
+    rows = [(f"edge-agent {n}", r["FAR"], r["MAR"], True) for n, r in results.items()]
+    rows += [(n, far, mar, not ahead) for n, _f1, far, mar, ahead in sm.LEADERBOARD]
+    for name, far, mar, causal in rows:
+        ours = name.startswith("edge-agent")
+        a2.scatter(far, mar, s=60 if ours else 40, marker="o" if ours else ("s" if causal else "^"),
+                   color="tab:green" if ours else ("tab:gray" if causal else "tab:orange"))
+        a2.annotate(name, (far, mar), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    a2.set_xlabel("FAR, % (lower is better)")
+    a2.set_ylabel("MAR, % (lower is better)")
+    a2.set_title("vs. the SKAB leaderboard (orange triangles look ahead; grey squares causal)")
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    common.save_png(fig, path)
+    plt.close(fig)
+
+
+def config_summary(cfg: AgentConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    return {k: d[k] for k in ("streams", "detectors", "escalation", "alerts")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--data", default=None, help="SKAB copy (default ../shared/datasets/skab)")
+    ap.add_argument("--config", default=str(CONFIG))
+    ap.add_argument("--scores", default=None,
+                    help="per-file score CSVs (default <out>/tmp/skab_scores)")
+    ap.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
+    ap.add_argument("--variants", default=None, help="comma-separated subset of variants")
+    ap.add_argument("--no-readme", action="store_true")
+    args = ap.parse_args(argv)
+
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    if not sm.available(args.data):
+        print(f"SKAB not found at {sm.data_dir(args.data)}", file=sys.stderr)
+        return 2
+    files = sm.load_files(args.data)
+    cfg = load_config(args.config)
+    models = {f.key: chart_model(CHART, f) for f in files}
+    vs = variants(cfg)
+    if args.variants:
+        keep = args.variants.split(",")
+        vs = [v for v in vs if v.name in keep]
+    rows_total = sum(len(f.labels) for f in files)
+    results: dict[str, dict[str, Any]] = {}
+    with tqdm(total=rows_total * len(vs), unit="row", file=sys.stderr, desc="skab") as bar:
+        for v in vs:
+            bar.set_postfix_str(v.name)
+            results[v.name] = run_variant(v, files, models, bar.update)
+    main_name = "cascade" if "cascade" in results else next(iter(results))
+    write_scores(Path(args.scores) if args.scores else out / "tmp" / "skab_scores", files,
+                 results[main_name])
+    refs = sm.reference_scores(files)
+    cv = None if args.no_cv else cross_validate(files)
+
+    for r in results.values():
+        r.pop("_alerts"), r.pop("_scores")
+    report = {
+        "benchmark": "SKAB v0.9 outlier track (SKAB_PROTOCOL.md), 34 files, 400 training rows",
+        "date": common.now_utc(), "machine": common.machine(), "versions": common.versions(),
+        "command": "python benchmarks/skab.py " + " ".join(argv or sys.argv[1:]),
+        "main": main_name,
+        "variants": results,
+        "stage3_model": {"kind": "WindowMeanChart (export/control_chart.py), fitted "
+                                  "per file on its first 400 rows, exported to ONNX",
+                         "params": CHART},
+        "config": config_summary(cfg), "config_file": str(Path(args.config).resolve()
+                                                            .relative_to(ROOT)),
+        "references": {k: c.as_dict() for k, c in refs.items()},
+        "leaderboard": [dict(zip(("name", "F1", "FAR", "MAR", "looks_ahead"), r, strict=True))
+                        for r in sm.LEADERBOARD],
+        "cross_validation": cv,
+    }
+    common.save_json(out / "skab.json", report)
+    plot(results, main_name, out / "skab.png")
+
+    tab = table(results)
+    print(tab)
+    print()
+    for name, r in results.items():
+        print(f"{name:10s} stage-3 fraction of test points: {r['stage3_fraction']:.3f}  "
+              f"({r['seconds']} s)")
+    for name, c in refs.items():
+        print(f"reference {name:20s} {c}")
+    if cv:
+        for scheme, s in cv["schemes"].items():
+            h = s["held_out_pooled"]
+            print(f"CV {scheme:18s} held-out pooled: F1 {h['F1']:.2f}  FAR {h['FAR']:.2f} %  "
+                  f"MAR {h['MAR']:.2f} %")
+        print(f"CV choice on all files: {cv['all_files_choice']}")
+    if not args.no_readme:
+        body = (
+            f"SKAB outlier track, `python benchmarks/skab.py` ({report['date']}, "
+            f"{report['machine'].get('cpu', report['machine']['machine'])}). Micro-averaged "
+            "over the test rows of all 34 files; Conv-AE, LSTM-AE and MSET look ahead "
+            "(centred windows), edge-agent is causal.\n\n" + tab + "\n\n"
+            + "Stage-3 fraction of test points: " + ", ".join(
+                f"{n} {r['stage3_fraction']:.2f}" for n, r in results.items()) + "."
+        )
+        if cv:
+            body += "\n\nLeave-files-out CV (held-out, pooled): " + "; ".join(
+                f"{s}: F1 {v['held_out_pooled']['F1']:.2f} / FAR {v['held_out_pooled']['FAR']:.2f}"
+                f" / MAR {v['held_out_pooled']['MAR']:.2f}" for s, v in cv["schemes"].items()) + "."
+        common.update_readme("skab", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
