@@ -100,6 +100,7 @@ class StreamCascade:
         self._last = [0.0] * n
         self._seen = [False] * n
         self._since_sample = 0
+        self._river_held = 0
         self.counts = {"scored": [0, 0, 0], "escalated": [0, 0, 0], "sampled": 0, "imputed": 0}
         if model is not None:
             self.set_model(model)
@@ -223,9 +224,16 @@ class StreamCascade:
         # Stage 2 stays out of anything suspicious: a point stage 1 flagged on any
         # channel, or whose fused score is a hit (a spike it learnt would widen its range
         # and hide the next one).
+        # After relearn_after suspicious points in a row the change has lasted: learn it,
+        # or a stream whose only judge is stage 2 would stay in alarm for ever.
         suspicious = fused >= alert_threshold or (s1 is not None and s1 >= 0.5)
-        if river is not None and not (self.config.detectors.river.guard and suspicious):
-            river.learn_one(filled, scored=s2 is not None)
+        if river is not None:
+            rcfg = self.config.detectors.river
+            if rcfg.guard and suspicious and self._river_held < rcfg.relearn_after:
+                self._river_held += 1
+            else:
+                self._river_held = 0
+                river.learn_one(filled, scored=s2 is not None)
         return Outcome(fused, deepest, (s1, s2, s3), evidence, sample)
 
     def learn_only(self, x: list[float]) -> None:
@@ -257,6 +265,7 @@ class StreamCascade:
             "last": list(self._last),
             "seen": list(self._seen),
             "since_sample": self._since_sample,
+            "river_held": self._river_held,
             "counts": self.counts,
         }
 
@@ -282,4 +291,5 @@ class StreamCascade:
         self._last = list(state["last"])
         self._seen = list(state["seen"])
         self._since_sample = int(state["since_sample"])
+        self._river_held = int(state["river_held"])
         self.counts = state["counts"]

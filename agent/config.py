@@ -22,7 +22,13 @@ from typing import Any, Literal
 
 import yaml
 
-from agent.config_live import ControlConfig, MetricsConfig, MqttConfig, StoreConfig
+from agent.config_live import (
+    ControlConfig,
+    MetricsConfig,
+    ModelsConfig,
+    MqttConfig,
+    StoreConfig,
+)
 from agent.errors import ConfigError
 from agent.sources.serial import SerialSourceConfig
 
@@ -126,12 +132,14 @@ class RiverConfig:
     models: tuple[RiverModelConfig, ...] = (RiverModelConfig(kind="half_space_trees"),)
     warmup: int = 250
     guard: bool = True
+    relearn_after: int = 300
     calibration_window: int = 1000
     calibration_quantile: float = 0.995
 
     def __post_init__(self) -> None:
         _check(not self.enabled or len(self.models) >= 1, "models", "needs at least one model")
         _check(self.warmup >= 1, "warmup", "must be >= 1")
+        _check(self.relearn_after >= 1, "relearn_after", "must be >= 1")
         _check(self.calibration_window >= 50, "calibration_window", "must be >= 50")
         _check(0.5 < self.calibration_quantile < 1, "calibration_quantile", "must be in (0.5, 1)")
 
@@ -247,6 +255,7 @@ class AgentConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     serial: tuple[SerialSourceConfig, ...] = ()
     source_path: str | None = field(default=None, compare=False)
 

@@ -69,7 +69,9 @@ class _Calibrator:
             mid, hi = np.quantile(vals, [0.5, self.quantile])
             spread = float(hi - mid)
             self._mid = float(mid)
-            self._span = spread if spread > 0 else max(1e-9, 1e-6 * abs(float(mid)))
+            # No spread yet (a model that still scores everything alike, like
+            # HalfSpaceTrees before its first reference window): not ready.
+            self._span = spread if spread > 1e-9 * (1.0 + abs(float(mid))) else 0.0
             self._since = 0
 
     def ratio(self, s: float) -> float:
@@ -101,6 +103,9 @@ class RiverStage:
         self._lo = [math.inf] * c
         self._hi = [-math.inf] * c
         self._learned = 0
+        # HalfSpaceTrees scores everything alike until its first reference window is full.
+        self._calibrate_from = max([config.warmup // 2] + [
+            m.window_size for m in config.models if m.kind == "half_space_trees"])
         self._last_raw: list[float] = []
         self.last_ratios = [0.0] * len(self._models)
 
@@ -139,7 +144,7 @@ class RiverStage:
                 self._hi[i] = v
         feats = self._features(x)
         calibrate = (
-            self._learned >= self.config.warmup // 2
+            self._learned >= self._calibrate_from
             and self._learned % self.calibration_every == 0
         )
         for j, (m, k) in enumerate(zip(self._models, self._calib, strict=True)):

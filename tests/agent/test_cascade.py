@@ -42,10 +42,10 @@ def _same(a: Outcome, b: Outcome) -> bool:
 
 def test_gates_at_one_never_run_stages_two_and_three() -> None:
     cas = _cascade(river_at=1.0, onnx_at=1.0)
-    rows = _rows()
-    _run(cas, rows[:20])  # stage 1 ready after 10 points
+    rows = _rows(900)
+    _run(cas, rows[:600])  # stage 1 ready after 10 points, stage 2 well before 600
     before = [list(cas.counts["scored"]), list(cas.counts["escalated"])]
-    out = _run(cas, rows[20:])
+    out = _run(cas, rows[600:])
     assert not cas.river.warming_up  # stage 2 *could* run: the gate stops it
     assert all(o.stage == Stage.STATISTICAL for o in out)
     assert all(o.stage_scores[1:] == (None, None) for o in out)
@@ -89,7 +89,7 @@ def test_gates_between_escalate_only_suspicious_points() -> None:
 def test_sample_every_forces_deep_checks_at_that_cadence() -> None:
     cas = _cascade(river_at=1.0, onnx_at=1.0, sample_every=7)
     out, checked = [], 0
-    for i, r in enumerate(_rows(400)):
+    for i, r in enumerate(_rows(900)):
         river_ready = not cas.river.warming_up
         o = cas.process(r.tolist(), THR)
         out.append(o)

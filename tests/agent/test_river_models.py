@@ -90,12 +90,17 @@ def test_calibrator_median_and_quantile() -> None:
     assert cal.ratio(1.3) == pytest.approx(2.0, rel=1e-6)
 
 
-def test_calibrator_constant_scores_keep_a_positive_span() -> None:
+def test_calibrator_is_not_ready_while_scores_have_no_spread() -> None:
+    """A model that scores everything alike (HalfSpaceTrees before its first reference
+    window) must not be calibrated on it: any later score would look infinitely odd."""
     cal = _Calibrator(window=100, quantile=0.99)
     for _ in range(60):
         cal.add(0.25)
+    assert not cal.ready and cal.ratio(0.3) == 0.0
+    for v in np.linspace(0.2, 0.4, 60):
+        cal.add(float(v))
     assert cal.ready
-    assert np.isfinite(cal.ratio(0.3)) and cal.ratio(0.3) > 1.0
+    assert np.isfinite(cal.ratio(0.5)) and cal.ratio(0.5) > 1.0
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,0 +1,244 @@
+"""The source material's synthetic settings: every method alone, and the cascade.
+
+    python benchmarks/synthetic.py [--seeds 0 1 2] [--points 5000] [--out benchmarks/results]
+
+* MISSION.md item 5 (``agent.synthetic.iot``, config ``configs/synthetic-iot.yaml``):
+  point precision / recall / F1 and false-positive rate per method;
+* MISSION.md item 1 (``agent.synthetic.multisensor``, config
+  ``agent/resources/demo.yaml``): event recall per anomaly type (an anomaly counts as
+  found when an alert overlaps it or follows within 5 points) and the point FPR;
+* the cascade's point: the fraction of points stage 3 scored, and the cascade's recall
+  against "autoencoder on every window" with the same model.
+
+Every method runs through the agent's own ``Engine`` (score-then-learn, alert policy
+k=1), so "method alone" means the cascade with the other stages switched off. Isolation
+Forest (scikit-learn) is the exception: fitted on the first 300 points and frozen.
+Stage-3 models are PCA autoencoders fitted on separate normal data (other seeds).
+Saves ``synthetic.json`` and ``synthetic.png``; updates benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine, now_utc, save_json, save_png, update_readme, versions  # noqa: E402
+
+from agent.config import config_from_dict  # noqa: E402
+from agent.demo import episode_recall  # noqa: E402
+from agent.engine import Engine  # noqa: E402
+from agent.onnx_scorer import OnnxModel  # noqa: E402
+from agent.synthetic import KINDS, Synthetic, iot, multisensor  # noqa: E402
+
+WARM = 300  # points excluded from evaluation (warm-up), as in the source material
+IOT_CFG = ROOT / "configs" / "synthetic-iot.yaml"
+MS_CFG = ROOT / "agent" / "resources" / "demo.yaml"
+
+
+def variants(base: dict[str, Any]) -> dict[str, tuple[dict[str, Any], bool]]:
+    """The cascade and each method alone (config, uses the stage-3 model), from one base."""
+    def v(**edits: Any) -> dict[str, Any]:
+        c = copy.deepcopy(base)
+        det = c.setdefault("detectors", {})
+        for path, value in edits.items():
+            section, key = path.split("__")
+            det.setdefault(section, {})[key] = value
+        return c
+
+    return {
+        "rolling z": (v(zscore__method="rolling", zscore__delta=False, river__enabled=False),
+                      False),
+        "robust z": (v(zscore__method="robust", zscore__delta=False, river__enabled=False),
+                     False),
+        "stage 1 (z + robust z + delta)": (v(river__enabled=False), False),
+        "River (stage 2 alone)": (v(zscore__enabled=False), False),
+        "autoencoder (every window)": (v(zscore__enabled=False, river__enabled=False), True),
+        "cascade": (copy.deepcopy(base), True),
+    }
+
+
+def run_engine(cfg_dict: dict[str, Any], source: Path, data: Synthetic,
+               model: OnnxModel | None) -> dict[str, Any]:
+    cfg = config_from_dict(cfg_dict, str(source))
+    eng = Engine(cfg, model=model)
+    sid = cfg.streams[0].id
+    alerts = np.zeros(len(data.ts), dtype=bool)
+    stages = np.zeros(len(data.ts), dtype=np.int8)
+    for i, p in enumerate(data.points(sid)):
+        d = eng.process(p)
+        alerts[i], stages[i] = d.alert, int(d.stage)
+    return {"alerts": alerts, "stages": stages}
+
+
+def isolation_forest(data: Synthetic, seed: int) -> dict[str, Any]:
+    from sklearn.ensemble import IsolationForest
+
+    iforest = IsolationForest(n_estimators=100, contamination=0.01, random_state=seed)
+    iforest.fit(data.values[:WARM])
+    alerts = iforest.predict(data.values) == -1
+    alerts[:WARM] = False
+    return {"alerts": alerts, "stages": np.zeros(len(alerts), dtype=np.int8)}
+
+
+def point_metrics(alerts: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    a, y = alerts[WARM:], labels[WARM:]
+    tp, fp, fn = int((a & y).sum()), int((a & ~y).sum()), int((~a & y).sum())
+    p = tp / max(tp + fp, 1)
+    r = tp / max(tp + fn, 1)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-12),
+            "fpr": fp / max(int((~y).sum()), 1), "tp": tp, "fp": fp, "fn": fn}
+
+
+def event_recall(alerts: np.ndarray, data: Synthetic) -> dict[str, float]:
+    a, y, k = alerts[WARM:], data.labels[WARM:], data.kinds[WARM:]
+    out = {}
+    for kind in KINDS:
+        hit, n = episode_recall(y & (k == kind), a)
+        if n:
+            out[kind] = hit / n
+    return out
+
+
+def pca_model(make: Any, seed: int, window: int) -> OnnxModel:
+    from export.pca_ae import build_pca_model
+
+    normal = make(n=6000, seed=seed, anomaly_rate=0.0)
+    blob = build_pca_model(normal.values, normal.channels, window=window, variance=0.9,
+                           q=0.999, reduction="tail_max", tail=3)
+    return OnnxModel(blob, providers=("cpu",))
+
+
+def evaluate(setting: str, make: Any, cfg_path: Path, seeds: list[int], n: int,
+             model: OnnxModel) -> dict[str, Any]:
+    base = yaml.safe_load(cfg_path.read_text())
+    methods = variants(base)
+    results: dict[str, Any] = {}
+    bar = tqdm(total=len(seeds) * (len(methods) + 1), desc=setting, file=sys.stderr)
+    for seed in seeds:
+        data = make(n=n, seed=seed)
+        outs = {}
+        for name, (c, with_model) in methods.items():
+            outs[name] = run_engine(c, cfg_path, data, model if with_model else None)
+            bar.update(1)
+        outs["Isolation Forest"] = isolation_forest(data, seed)
+        bar.update(1)
+        for name, o in outs.items():
+            r = results.setdefault(name, {"runs": []})
+            r["runs"].append({
+                "seed": seed,
+                **point_metrics(o["alerts"], data.labels),
+                "event_recall": event_recall(o["alerts"], data),
+                "stage3_fraction": float((o["stages"][WARM:] == 3).mean()),
+            })
+    bar.close()
+    for r in results.values():
+        runs = r["runs"]
+        for key in ("precision", "recall", "f1", "fpr", "stage3_fraction"):
+            r[key] = float(np.mean([x[key] for x in runs]))
+        kinds = {k for x in runs for k in x["event_recall"]}
+        r["event_recall"] = {k: float(np.mean([x["event_recall"].get(k, np.nan) for x in runs]))
+                             for k in sorted(kinds)}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--points", type=int, default=5000)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    iot_model = pca_model(iot, 1000, 20)
+    ms_model = OnnxModel.from_path(ROOT / "agent" / "resources" / "demo-ae.onnx",
+                                   providers=("cpu",))
+    res = {
+        "date": now_utc(), "machine": machine(), "versions": versions("scikit-learn"),
+        "seeds": args.seeds, "points": args.points, "warmup_excluded": WARM,
+        "item5_iot": evaluate("item 5 (iot)", iot, IOT_CFG, args.seeds, args.points, iot_model),
+        "item1_multisensor": evaluate("item 1 (multisensor)", multisensor, MS_CFG, args.seeds,
+                                      args.points, ms_model),
+    }
+    ae, cas = res["item1_multisensor"]["autoencoder (every window)"], \
+        res["item1_multisensor"]["cascade"]
+    res["cascade_vs_autoencoder"] = {
+        "stage3_fraction": cas["stage3_fraction"],
+        "recall_ratio": cas["recall"] / max(ae["recall"], 1e-12),
+        "event_recall_ratio": float(np.mean(list(cas["event_recall"].values())))
+        / max(float(np.mean(list(ae["event_recall"].values()))), 1e-12),
+        "fpr_cascade": cas["fpr"], "fpr_autoencoder": ae["fpr"],
+    }
+    save_json(out / "synthetic.json", res)
+    table = render(res)
+    print(table)
+    update_readme("synthetic", table)
+    plot(res, out / "synthetic.png")
+    return 0
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"Synthetic settings, `python benchmarks/synthetic.py` ({res['date']}), seeds "
+             f"{res['seeds']}, {res['points']} points each, first {WARM} excluded.", "",
+             "**MISSION item 5** (iot, point anomalies):", "",
+             "| method | precision | recall | F1 | FPR % |", "|---|---|---|---|---|"]
+    for name, r in res["item5_iot"].items():
+        lines.append(f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+                     f"{100 * r['fpr']:.2f} |")
+    lines += ["", "**MISSION item 1** (multisensor; event recall per type, point FPR):", "",
+              "| method | " + " | ".join(KINDS) + " | FPR % | stage-3 fraction |",
+              "|---|" + "---|" * (len(KINDS) + 2)]
+    for name, r in res["item1_multisensor"].items():
+        er = r["event_recall"]
+        lines.append(f"| {name} | " + " | ".join(f"{er.get(k, float('nan')):.2f}" for k in KINDS)
+                     + f" | {100 * r['fpr']:.2f} | {r['stage3_fraction']:.3f} |")
+    c = res["cascade_vs_autoencoder"]
+    lines += ["", f"Cascade vs autoencoder-everywhere (item 1): stage 3 on "
+              f"{100 * c['stage3_fraction']:.1f} % of points, event recall "
+              f"{100 * c['event_recall_ratio']:.0f} % and point recall "
+              f"{100 * c['recall_ratio']:.0f} % of the autoencoder's, FPR "
+              f"{100 * c['fpr_cascade']:.2f} % vs {100 * c['fpr_autoencoder']:.2f} %."]
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    iot_r = res["item5_iot"]
+    names = list(iot_r)
+    axes[0].barh(names, [iot_r[n]["f1"] for n in names], color="tab:blue")
+    axes[0].axvline(0.95, color="tab:red", ls="--", label="target 0.95")
+    axes[0].set_xlabel("point F1")
+    axes[0].set_title("item 5 (iot)")
+    axes[0].legend()
+    ms = res["item1_multisensor"]
+    names = list(ms)
+    width = 0.8 / len(KINDS)
+    for i, k in enumerate(KINDS):
+        axes[1].barh([j + i * width for j in range(len(names))],
+                     [ms[n]["event_recall"].get(k, 0) for n in names], width, label=k)
+    axes[1].set_yticks([j + 0.3 for j in range(len(names))], names)
+    axes[1].axvline(0.9, color="tab:red", ls="--")
+    axes[1].set_xlabel("event recall")
+    axes[1].set_title("item 1 (multisensor)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
