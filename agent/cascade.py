@@ -13,7 +13,7 @@ shallower one suspected; with ``fusion: max`` it is the largest stage score.
 
 Learning is score-then-learn: the point is scored with state from strictly earlier
 points, then learnt. Stage 1 keeps values it flagged out of its baseline (see
-:class:`~agent.detectors.zscore.StatGate`); stage 2 does not learn points whose fused
+:class:`~agent.detectors.gate.Stage1Gate`); stage 2 does not learn points whose fused
 score reached the alert threshold when ``river.guard`` is on. The stage-3 window always
 holds the real values (an autoencoder must see the anomaly to score it).
 """
@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 
 from agent.config import AgentConfig, StreamConfig
-from agent.detectors.delta import DeltaGate
+from agent.detectors.gate import Stage1Gate
 from agent.detectors.river_models import RiverStage
-from agent.detectors.zscore import StatGate
 from agent.onnx_scorer import OnnxModel
 from agent.types import Stage
 
@@ -87,12 +86,7 @@ class StreamCascade:
         self.channels = stream.channel_names
         n = len(self.channels)
         det = config.detectors
-        self.stat = StatGate(det.zscore, n, stream.channels) if det.zscore.enabled else None
-        self.delta = (
-            DeltaGate(det.zscore, n, stream.channels)
-            if det.zscore.enabled and det.zscore.delta
-            else None
-        )
+        self.stat = Stage1Gate(det.zscore, n, stream.channels) if det.zscore.enabled else None
         self.river = RiverStage(det.river, self.channels) if det.river.enabled else None
         self._model: OnnxModel | None = None
         self._feat_idx: np.ndarray | None = None
@@ -170,10 +164,6 @@ class StreamCascade:
         if stat is not None and not stat.warming_up:
             s1 = stat.score_one(x)
             evidence = stat.last_ratios
-            delta = self.delta
-            if delta is not None and not delta.warming_up:
-                s1 = max(s1, delta.score_one(x))
-                evidence = np.maximum(evidence, delta.last_ratios)
             counts["scored"][0] += 1
             gate = prev = s1
             deepest = Stage.STATISTICAL
@@ -214,13 +204,10 @@ class StreamCascade:
 
         # ---- learn (after scoring: no point ever scores itself)
         if stat is not None:
-            flagged = stat.last_ratios >= 1.0 if s1 is not None else None
-            stat.learn_one(x)
-            if self.delta is not None:
-                if s1 is not None and not self.delta.warming_up:
-                    self.delta.learn_one(x, flagged | self.delta.flagged)
-                else:
-                    self.delta.learn_only(x)
+            if s1 is not None:
+                stat.learn_one(x)
+            else:
+                stat.learn_only(x)
         # Stage 2 stays out of anything suspicious: a point stage 1 flagged on any
         # channel, or whose fused score is a hit (a spike it learnt would widen its range
         # and hide the next one).
@@ -242,24 +229,19 @@ class StreamCascade:
         if self._window is not None:
             self._window.push(filled)
         if self.stat is not None:
-            self.stat.learn_one(x, flagged=[False] * len(self.channels))
-        if self.delta is not None:
-            self.delta.learn_only(x)
+            self.stat.learn_only(x)
         if self.river is not None:
             self.river.learn_one(filled)
 
     def rebaseline(self) -> None:
         if self.stat is not None:
             self.stat.rebaseline_all()
-        if self.delta is not None:
-            self.delta.rebaseline_all()
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {
             "channels": self.channels,
             "stat": self.stat.state_dict() if self.stat is not None else None,
-            "delta": self.delta.state_dict() if self.delta is not None else None,
             "river": self.river.state_dict() if self.river is not None else None,
             "window": self._window,
             "last": list(self._last),
@@ -276,12 +258,8 @@ class StreamCascade:
             self.river is None
         ):
             raise ValueError("checkpoint stages do not match the configured stages")
-        if (state["delta"] is None) != (self.delta is None):
-            raise ValueError("checkpoint delta gate does not match the configuration")
         if self.stat is not None:
             self.stat.load_state(state["stat"])
-        if self.delta is not None:
-            self.delta.load_state(state["delta"])
         if self.river is not None:
             self.river.load_state(state["river"])
         win = state["window"]
