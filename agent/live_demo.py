@@ -157,6 +157,7 @@ def run_live_demo(config_path: str | None, points: int, seed: int, out: Path,
     stream = doc["streams"][0]["id"]
     broker = start_broker(work)
     if broker is None:
+        shutil.rmtree(work, ignore_errors=True)
         return run_demo(config_path, points, seed, out)
     # keepalive 5 s: a short CONNACK wait, so the MQTT 5 -> 3.1.1 fallback against amqtt
     # (which never answers an MQTT 5 CONNECT carrying a Last Will) takes seconds, not 30
@@ -196,6 +197,7 @@ def run_live_demo(config_path: str | None, points: int, seed: int, out: Path,
         console.loop_stop()
     finally:
         broker.close()
+        shutil.rmtree(work, ignore_errors=True)
     scores = np.array([decisions[t].score if t in decisions else 0.0 for t in data.ts])
     flagged = np.array([decisions[t].alert if t in decisions else False for t in data.ts])
     scored = slice(points - stats["scored"]["stage1"], None)

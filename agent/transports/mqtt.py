@@ -95,6 +95,7 @@ class MqttTransport(Transport):
         self._answered = False  # a CONNACK came (accepting or refusing)
         self._probing = False  # on 3.1.1 only because MQTT 5 got no answer
         self._rng = random.Random()
+        self._tls: _TlsContext | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ public
@@ -175,16 +176,22 @@ class MqttTransport(Transport):
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls.enabled:
             t = cfg.tls
+            ctx = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # what paho's tls_set builds
             try:
-                client.tls_set(
-                    ca_certs=self._resolve(t.ca_file) if t.ca_file else None,
-                    certfile=self._resolve(t.cert_file) if t.cert_file else None,
-                    keyfile=self._resolve(t.key_file) if t.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED if t.verify else ssl.CERT_NONE,
-                )
+                if t.cert_file and t.key_file:
+                    ctx.load_cert_chain(self._resolve(t.cert_file), self._resolve(t.key_file))
+                if not t.verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                if t.ca_file:
+                    ctx.load_verify_locations(self._resolve(t.ca_file))
+                else:
+                    ctx.load_default_certs()
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise TransportError(f"mqtt.tls: {exc}") from exc
+            client.tls_set_context(ctx)
             client.tls_insecure_set(not t.verify)
+            self._tls = ctx
         if self.will is not None:
             w = self.will
             client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
@@ -283,6 +290,8 @@ class MqttTransport(Transport):
                                clean_start=self.config.clean_start if self.v5 else 3,
                                properties=self._connect_props())
             except ssl.SSLError as exc:
+                if self._tls is not None:
+                    self._tls.close_last()  # paho leaves the failed TLS socket open
                 self.counts["connect_failures"] += 1
                 log.error("mqtt: TLS handshake with %s:%d failed: %s (check mqtt.tls.ca_file, "
                           "cert_file, key_file and the broker's certificate)", self.config.host,
@@ -349,10 +358,27 @@ class MqttTransport(Transport):
 
 
 def _close_socket(client: paho.Client) -> None:
-    """Close an abandoned connection's socket now, not when the client is collected:
-    a half-open attempt left open would reach the broker when it recovers and, with the
-    same client id, take the session over from the live connection."""
+    """Close an abandoned connection's socket now rather than whenever the client object
+    is garbage-collected: no fd piles up while a frozen broker leaves attempts hanging."""
     sock = client.socket()
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+class _TlsContext(ssl.SSLContext):
+    """An SSL context that remembers its last socket, so a failed handshake's socket can
+    be closed (paho 2.2 drops it without closing it: an fd leak per attempt)."""
+
+    last: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.last = sock
+        return sock
+
+    def close_last(self) -> None:
+        if self.last is not None:
+            with contextlib.suppress(OSError):
+                self.last.close()
+            self.last = None

@@ -106,3 +106,39 @@ def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad = tmp_path / "bad.yaml"
     bad.write_text("alerts:\n  threshold: 2\n")
     assert main(["config", "check", str(bad)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("serial:\n  port: /dev/ttyUSB0\n", "serial", "expected a list"),
+        ("serial:\n  - baud: 9600\n", "serial[0].port", "is required"),
+        ("serial:\n  - port: /dev/ttyUSB0\n    baud: 0\n", "serial[0].baud", "must be > 0"),
+        ("serial:\n  - port: /dev/ttyUSB0\n    parity: X\n", "serial[0].parity", "one of"),
+        ("serial:\n  - port: /dev/ttyUSB0\n    mode: hex\n", "serial[0].mode", "one of"),
+        ("serial:\n  - port: /dev/ttyUSB0\n    speed: 9600\n", "serial[0].speed",
+         "unknown key"),
+        ("serial:\n  - port: /dev/ttyUSB0\n    stream: nope\n", "serial[0].stream",
+         "not a configured stream"),
+        ("serial:\n  - port: /dev/a\n  - port: /dev/a\n", "serial[1].port",
+         "already read by serial[0]"),
+    ],
+)
+def test_serial_section_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    f = tmp_path / "serial.yaml"
+    f.write_text("streams:\n  - id: line1\n    channels: [a]\n" + text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert f"{f}: {key}: " in str(err.value) and reason in str(err.value)
+
+
+def test_serial_section_maps_onto_the_source_config(tmp_path: Path) -> None:
+    f = tmp_path / "serial.yaml"
+    f.write_text("streams:\n  - id: line1\n    channels: [a]\n"
+                 "serial:\n  - port: /dev/ttyACM0\n    baud: 9600\n    parity: E\n"
+                 "    stopbits: 2\n    stream: line1\n    channels: [a]\n")
+    (sc,) = load_config(f).serial
+    assert (sc.port, sc.baud, sc.parity, sc.stopbits, sc.channels) == (
+        "/dev/ttyACM0", 9600, "E", 2.0, ("a",))
+    assert sc.port_settings().baudrate == 9600 and load_config(ROOT / "configs" /
+                                                               "default.yaml").serial
