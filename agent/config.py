@@ -89,6 +89,7 @@ class ZScoreConfig:
     rebaseline_after: int = 30
     robust_refresh: int = 10
     delta: bool = True
+    stuck_after: int = 5
 
     def __post_init__(self) -> None:
         _check(self.window >= 10, "window", f"must be >= 10, got {self.window}")
@@ -104,6 +105,8 @@ class ZScoreConfig:
         _check(self.rel_tolerance >= 0, "rel_tolerance", "must be >= 0")
         _check(self.rebaseline_after >= 1, "rebaseline_after", "must be >= 1")
         _check(1 <= self.robust_refresh <= self.window, "robust_refresh", "must be in 1..window")
+        _check(self.stuck_after == 0 or self.stuck_after >= 2, "stuck_after",
+               f"must be 0 (off) or >= 2, got {self.stuck_after}")
 
 
 @dataclass(frozen=True)

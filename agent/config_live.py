@@ -1,4 +1,5 @@
-"""Configuration sections of the live runtime: ``mqtt``, ``store``, ``control``, ``metrics``.
+"""Configuration sections of the live runtime: ``mqtt``, ``store``, ``control``, ``metrics``,
+``models``.
 
 Kept beside :mod:`agent.config` (which imports them into :class:`~agent.config.AgentConfig`)
 so that module stays about detection. Same rules: frozen dataclasses, a default for every
@@ -19,7 +20,7 @@ from agent.errors import ConfigError
 from agent.topics import check_id, validate_filter
 
 COMMANDS = ("ping", "rebirth", "rebaseline", "reload", "set_log_level", "flush", "stats_now",
-            "checkpoint")
+            "checkpoint", "model_rollback")
 
 
 def _check(ok: bool, key: str, reason: str) -> None:
@@ -144,3 +145,53 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port", "must be in 0..65535 (0 = any free port)")
+
+
+@dataclass(frozen=True)
+class ModelHealthConfig:
+    """Post-activation health check of a new model (failure: automatic rollback)."""
+
+    window_s: float = 300.0
+    max_alert_rate_per_min: float = 10.0
+    max_errors: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.window_s > 0, "window_s", "must be > 0")
+        _check(self.max_alert_rate_per_min >= 0, "max_alert_rate_per_min", "must be >= 0")
+        _check(self.max_errors >= 0, "max_errors", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Model updates over MQTT and from a watched directory (``docs/model-update.md``).
+
+    ``dir: null`` turns them off. Secure by default: signed models only, so keys are
+    required as soon as updates are on.
+    """
+
+    dir: str | None = None
+    public_keys: tuple[str, ...] = ()
+    require_signed: bool = True
+    keep: int = 3
+    max_bytes: int = 64 * 1024 * 1024
+    max_chunks: int = 4096
+    max_chunk_bytes: int = 1024 * 1024
+    stall_s: float = 30.0
+    watch_dir: str | None = None
+    watch_interval_s: float = 5.0
+    health: ModelHealthConfig = field(default_factory=ModelHealthConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.dir is None or bool(self.dir), "dir", "must not be empty (null = off)")
+        _check(self.dir is None or not self.require_signed or bool(self.public_keys),
+               "public_keys", "needs at least one Ed25519 public key (PEM) while "
+               "require_signed is true")
+        _check(self.watch_dir is None or self.dir is not None, "watch_dir", "needs models.dir")
+        _check(0 <= self.keep <= 100, "keep", f"must be in 0..100, got {self.keep}")
+        _check(1024 <= self.max_bytes <= 1024 * 1024 * 1024, "max_bytes",
+               "must be in 1024..1073741824")
+        _check(1 <= self.max_chunks <= 1_000_000, "max_chunks", "must be in 1..1000000")
+        _check(256 <= self.max_chunk_bytes <= 16 * 1024 * 1024, "max_chunk_bytes",
+               "must be in 256..16777216")
+        _check(self.stall_s > 0, "stall_s", "must be > 0")
+        _check(self.watch_interval_s > 0, "watch_interval_s", "must be > 0")

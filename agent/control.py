@@ -33,7 +33,7 @@ from agent.errors import AgentError, ConfigError
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_FIXED_SECTIONS = ("store", "control", "metrics", "checkpoint", "sinks", "serial")
+_FIXED_SECTIONS = ("store", "control", "metrics", "checkpoint", "sinks", "serial", "models")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from agent.control import (
 )
 from agent.engine import Engine
 from agent.errors import AgentError
+from agent.model_updates import ModelUpdater
 from agent.onnx_scorer import OnnxModel, model_from_config
 from agent.payloads import parse_payload
 from agent.publisher import LatencyWindow, Publisher, StoreSink
@@ -91,7 +92,10 @@ class LiveAgent:
         self.transport.on_ack = self.publisher.on_ack
         self.store_sink = StoreSink(self.store, self.publisher, self.tree.alert,
                                     lambda: self.transport.connected)
-        self.model = model_from_config(cfg.detectors.onnx, cfg.resolve_path)
+        # model updates (docs/model-update.md): the last active model wins over the configured
+        self.models = ModelUpdater(self) if cfg.models.dir else None
+        self.model = (self.models.startup_model() if self.models else None) or model_from_config(
+            cfg.detectors.onnx, cfg.resolve_path)
         self.engine = self._make_engine(cfg, self.model)
         self._ckpt = cfg.resolve_path(cfg.checkpoint.path) if cfg.checkpoint.path else None
         if self._ckpt is not None:
@@ -121,12 +125,16 @@ class LiveAgent:
         subs = [(r.topic, self.cfg.mqtt.ingest_qos) for r in self._router.routes]
         if self.cfg.control.enabled:
             subs += [(self.tree.config_desired, 1), (self.tree.commands, 1)]
+        if self.models is not None:
+            subs += self.models.subscriptions()
         return subs
 
     def start(self) -> None:
         self._worker.start()
         self._timers.start()
         self.publisher.start()
+        if self.models is not None:
+            self.models.start()
         self.transport.start()
         for src in self.serial:
             c = src.config
@@ -137,6 +145,9 @@ class LiveAgent:
 
     def _on_message(self, topic: str, payload: bytes, props: Any) -> None:
         """paho network thread: enqueue only."""
+        if self.models is not None and self.models.owns(topic):
+            self.models.on_message(topic, payload)
+            return
         if topic == self.tree.config_desired:
             self.ingest.put_control(lambda: self._apply_desired(payload))
             return
@@ -154,6 +165,8 @@ class LiveAgent:
         t.publish(self.tree.status, _dumps(status_payload("online", self.session, time.time(),
                                                           f"connect {generation}")), 1, True)
         t.publish(self.tree.birth, self._birth, 1, True)
+        if self.models is not None:
+            self.models.on_connected()
         self.publisher.notify()
 
     def _refresh_birth(self) -> None:
@@ -237,6 +250,7 @@ class LiveAgent:
             "mqtt": ({"connected": t.connected, "protocol": "5" if t.v5 else "3.1.1",
                       **t.counts} if self.upstream else {"enabled": False}),
             "serial": {src.config.port: src.stats() for src in self.serial},
+            "model_update": self.models.stats() if self.models else {"enabled": False},
         }
         return stats_payload(self.cfg, self.engine, now=time.time(),
                              uptime_s=time.monotonic() - self.started, session=self.session,
@@ -366,6 +380,11 @@ class LiveAgent:
     def cmd_checkpoint(self) -> dict[str, Any]:
         return self._checkpoint()
 
+    def cmd_model_rollback(self) -> dict[str, Any]:
+        if self.models is None:
+            raise CommandError(409, "model updates are off (models.dir is not set)")
+        return self.models.request_rollback()
+
     # ----------------------------------------------------------------- shutdown
     def shutdown(self, flush_timeout: float = 5.0) -> None:
         """Stop ingest, drain the queue, checkpoint, flush the outbox, publish offline."""
@@ -378,6 +397,8 @@ class LiveAgent:
         self.ingest.wake.set()
         self._worker.join(30.0)
         self._timers.join(2.0)
+        if self.models is not None:
+            self.models.stop()
         if self._ckpt is not None and self.failed is None:
             size = self.engine.save(self._ckpt)
             log.info("shutdown: checkpoint %s (%d bytes)", self._ckpt, size)

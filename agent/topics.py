@@ -109,6 +109,34 @@ class TopicTree:
         """Subscription filter for every command."""
         return f"{self.root}/cmd/+"
 
+    @property
+    def model_offer(self) -> str:
+        return f"{self.root}/model/offer"
+
+    @property
+    def model_chunks(self) -> str:
+        """Subscription filter for every model chunk (``model/chunk/{version}/{n}``)."""
+        return f"{self.root}/model/chunk/+/+"
+
+    @property
+    def model_state(self) -> str:
+        return f"{self.root}/model/state"
+
+    def model_chunk(self, version: str, n: int) -> str:
+        return f"{self.root}/model/chunk/{version}/{n}"
+
+    def chunk_of(self, topic: str) -> tuple[str, int] | None:
+        """``(version, n)`` of a chunk topic, or None when it is not one.
+
+        >>> TopicTree("e", "s", "g").chunk_of("e/v1/s/g/model/chunk/1.2.0/7")
+        ('1.2.0', 7)
+        """
+        head = f"{self.root}/model/chunk/"
+        if not topic.startswith(head):
+            return None
+        version, _, n = topic[len(head):].partition("/")
+        return (version, int(n)) if version and n.isdigit() and len(n) <= 9 else None
+
     def alert(self, stream: str) -> str:
         return f"{self.root}/alert/{check_id('stream', stream)}"
 

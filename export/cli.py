@@ -1,4 +1,4 @@
-"""``edge-export``: train, calibrate, verify, sign and inspect models for the agent.
+"""``edge-export``: train, calibrate, verify, sign, push and inspect models for the agent.
 
 Exit status: 0 ok, 1 a failed operation (bad data, failed verification, bad
 signature), 2 usage or configuration errors (the message names file and key).
@@ -84,6 +84,23 @@ def _cmd_check_signature(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    from export.push import push
+
+    tls = ({"ca_file": args.ca_file, "cert_file": args.cert_file, "key_file": args.key_file,
+            "verify": not args.insecure} if args.tls else None)
+    res = push(args.model, manifest=args.manifest, host=args.broker, port=args.port,
+               root=args.gateway_topic, chunk_size=args.chunk_size, qos=args.qos,
+               from_chunk=args.from_chunk, resume=args.resume, inflight=args.inflight,
+               wait_s=args.wait, timeout=args.timeout, tls=tls, username=args.username,
+               password=args.password, unsigned=args.unsigned,
+               log=lambda s: print(s, file=sys.stderr))
+    state = res.state or {}
+    print(f"sent {res.sent}/{res.chunks} chunks; model/state: {state.get('state', 'n/a')}"
+          + (f" ({state['reason']}: {state.get('detail')})" if state.get("reason") else ""))
+    return 1 if state.get("state") == "failed" else 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from export.inspect_model import describe
 
@@ -136,6 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--pub", required=True, help="public key PEM")
     cs.add_argument("--manifest", help="default: MODEL.manifest.json")
     cs.set_defaults(func=_cmd_check_signature)
+
+    pu = sub.add_parser("push", help="send a signed model to a gateway over MQTT (chunked)")
+    pu.add_argument("model")
+    pu.add_argument("--manifest", help="signed manifest (default: MODEL.manifest.json)")
+    pu.add_argument("--unsigned", action="store_true",
+                    help="no manifest: send an unsigned one (the gateway must allow it)")
+    pu.add_argument("--broker", required=True, help="MQTT broker host")
+    pu.add_argument("--port", type=int, default=1883)
+    pu.add_argument("--gateway-topic", required=True,
+                    help="the gateway's topic root, e.g. edge/v1/site1/gw1")
+    pu.add_argument("--chunk-size", type=int, default=65536, help="bytes per chunk")
+    pu.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    pu.add_argument("--inflight", type=int, default=16, help="chunks awaiting PUBACK")
+    pu.add_argument("--from-chunk", type=int, default=0, help="resume: first chunk to send")
+    pu.add_argument("--resume", action="store_true",
+                    help="send only the chunks the gateway reports missing")
+    pu.add_argument("--wait", type=float, default=120.0,
+                    help="seconds to wait for active/failed on model/state (0 = do not)")
+    pu.add_argument("--timeout", type=float, default=10.0, help="CONNACK/PUBACK timeout")
+    pu.add_argument("--tls", action="store_true", help="connect with TLS")
+    pu.add_argument("--ca-file")
+    pu.add_argument("--cert-file")
+    pu.add_argument("--key-file")
+    pu.add_argument("--insecure", action="store_true", help="TLS without verification")
+    pu.add_argument("--username")
+    pu.add_argument("--password")
+    pu.set_defaults(func=_cmd_push)
 
     i = sub.add_parser("inspect", help="print the embedded metadata")
     i.add_argument("model")

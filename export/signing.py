@@ -19,7 +19,8 @@ allow_nan=False).encode("ascii")``. Verifiers parse the manifest with ``json.loa
 re-serialise it the same way (Python's float repr round-trips, so this is stable).
 
 :func:`verify_manifest` needs only the standard library, ``cryptography`` and the
-manifest (plus, optionally, the model bytes); it can be mirrored into the agent as is.
+manifest (plus, optionally, the model bytes). :func:`canonical_bytes` is defined once, in
+``agent.signing`` (the gateway's verifier), and imported here.
 """
 
 from __future__ import annotations
@@ -39,18 +40,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from agent.signing import canonical_bytes  # the one definition, shared with the agent
 from export.errors import SignatureError
 
 SCHEMA = "edge-agent.manifest/1"
 PRIVATE_NAME = "signing_key.pem"
 PUBLIC_NAME = "signing_key.pub.pem"
-
-
-def canonical_bytes(manifest: dict[str, Any]) -> bytes:
-    """The exact bytes that are signed: manifest minus ``signature``, sorted, compact."""
-    body = {k: v for k, v in manifest.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:

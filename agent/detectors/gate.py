@@ -5,6 +5,13 @@ With ``delta: true`` every channel is watched twice by one
 hold the values, columns ``[C, 2C)`` the change of each value from the last value
 stage 1 accepted. One gate means one set of vector operations per point for both views.
 
+With ``stuck_after: N`` (> 0) a channel of a *continuous* signal (at least half of its
+baseline values distinct) that repeats exactly the same value N times in a row is
+flagged too: a stuck or dropped-out sensor (reads 0, holds its last value) is one of the
+commonest field faults, and no z-score sees it when the stuck value lies inside the
+normal range. Quantised channels (a flow meter reading 31/32/33) repeat values all the
+time and are left to the z-scores.
+
 Why the step: a spike riding on a seasonal or trending signal can sit well inside the
 level's spread (+15 on a sine of amplitude 10 with noise 2 is a z of ~2) while the step
 it makes is far outside the spread of normal steps (z ~5). ``previous`` is the last
@@ -61,6 +68,9 @@ class Stage1Gate:
         self._prev = np.full(c, np.nan)
         self._held = np.zeros(c, dtype=np.int64)
         self._ext = np.full(2 * c if self.delta else c, np.nan)
+        self._last_raw = np.full(c, np.nan)
+        self._run = np.zeros(c, dtype=np.int64)  # identical values in a row, current included
+        self._run_now = np.zeros(c, dtype=np.int64)
         self.last_ratios = np.zeros(c)
         self.flagged = np.zeros(c, dtype=bool)
 
@@ -94,8 +104,18 @@ class Stage1Gate:
         s = self.gate.score_one(self._extend(xv))
         r = self.gate.last_ratios
         c = self.n_channels
-        self.last_ratios = np.maximum(r[:c], r[c:]) if self.delta else r
-        self.flagged = self.last_ratios >= 1.0
+        ratios = np.maximum(r[:c], r[c:]) if self.delta else r
+        self._run_now = np.where(xv == self._last_raw, self._run + 1, 1)
+        n = self.config.stuck_after
+        if n:
+            continuous = self.gate.distinct[:c] >= 0.5
+            stuck = np.where(continuous & (self._run_now >= n), self._run_now / n, 0.0)
+            if stuck.any():
+                ratios = np.maximum(ratios, stuck)
+                peak = float(ratios.max())
+                s = max(s, peak / (1.0 + peak))
+        self.last_ratios = ratios
+        self.flagged = ratios >= 1.0
         return s
 
     def learn_one(self, x: Sequence[float] | np.ndarray) -> None:
@@ -103,6 +123,9 @@ class Stage1Gate:
         xv = np.asarray(x, dtype=float)
         self.gate.learn_one(self._extend(xv))
         self._follow(xv, self.flagged)
+        finite = np.isfinite(xv)
+        self._run = np.where(finite, self._run_now, self._run)
+        self._last_raw = np.where(finite, xv, self._last_raw)
 
     def learn_only(self, x: Sequence[float] | np.ndarray) -> None:
         """Warm-up: learn without scoring (everything finite is accepted)."""
@@ -110,6 +133,10 @@ class Stage1Gate:
         ext = self._extend(xv)
         self.gate.learn_one(ext, np.zeros(len(ext), dtype=bool))
         self._follow(xv, np.zeros(self.n_channels, dtype=bool))
+        finite = np.isfinite(xv)
+        run = np.where(xv == self._last_raw, self._run + 1, 1)
+        self._run = np.where(finite, run, self._run)
+        self._last_raw = np.where(finite, xv, self._last_raw)
 
     def _follow(self, x: np.ndarray, flags: np.ndarray) -> None:
         if not self.delta:
@@ -126,7 +153,8 @@ class Stage1Gate:
 
     def state_dict(self) -> dict[str, Any]:
         return {"gate": self.gate.state_dict(), "prev": self._prev.copy(),
-                "held": self._held.copy(), "delta": self.delta}
+                "held": self._held.copy(), "delta": self.delta,
+                "stuck": (self._last_raw.copy(), self._run.copy())}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if state["delta"] != self.delta or state["prev"].shape != self._prev.shape:
@@ -134,3 +162,4 @@ class Stage1Gate:
         self.gate.load_state(state["gate"])
         self._prev = state["prev"].copy()
         self._held = state["held"].copy()
+        self._last_raw, self._run = (a.copy() for a in state["stuck"])

@@ -49,7 +49,7 @@ from agent.config import ChannelConfig, ZScoreConfig
 _DIRECTIONS = {"both": 0, "up": 1, "down": -1}
 _EPS = 1e-12
 _STATE = ("_buf", "_head", "_count", "_sum", "_sumsq", "_median", "_kmad", "_tol", "_floor",
-          "_flat", "_since", "_robust_ok", "_quarantine", "_streak", "rebaselines")
+          "_flat", "distinct", "_since", "_robust_ok", "_quarantine", "_streak", "rebaselines")
 
 
 class StatGate:
@@ -90,6 +90,7 @@ class StatGate:
         self._tol = np.array(self._abs_tol)
         self._floor = np.zeros(c)  # smallest step between distinct baseline values
         self._flat = np.ones(c, dtype=bool)  # baseline without spread
+        self.distinct = np.zeros(c)  # share of distinct values in the baseline
         self._since = 0
         self._robust_ok = False
         self._quarantine = np.zeros((p, c))
@@ -162,6 +163,7 @@ class StatGate:
             ordered = np.sort(vals, axis=0)
             steps = np.diff(ordered, axis=0)
             step = np.where(steps > 0, steps, np.inf).min(axis=0)
+            self.distinct = ((steps > 0).sum(axis=0) + 1) / len(vals)
             med = np.median(vals, axis=0)
             absdev = np.abs(vals - med)
             mad = np.median(absdev, axis=0)
@@ -176,6 +178,7 @@ class StatGate:
             for c in np.flatnonzero(count > 0):
                 col = self._buf[: count[c], c]
                 diffs = np.diff(np.sort(col))
+                self.distinct[c] = ((diffs > 0).sum() + 1) / len(col)
                 if (diffs > 0).any():
                     step[c] = diffs[diffs > 0].min()
                 med[c] = np.median(col)
