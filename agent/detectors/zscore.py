@@ -48,8 +48,10 @@ from agent.config import ChannelConfig, ZScoreConfig
 
 _DIRECTIONS = {"both": 0, "up": 1, "down": -1}
 _EPS = 1e-12
+_RESOLUTION_EVERY = 8  # refreshes between re-computations of the resolution floor
 _STATE = ("_buf", "_head", "_count", "_sum", "_sumsq", "_median", "_kmad", "_tol", "_floor",
-          "_flat", "distinct", "_since", "_robust_ok", "_quarantine", "_streak", "rebaselines")
+          "_flat", "distinct", "_step", "_refreshes", "_resolution_ok", "_since", "_robust_ok",
+          "_quarantine", "_streak", "rebaselines")
 
 
 class StatGate:
@@ -91,6 +93,9 @@ class StatGate:
         self._floor = np.zeros(c)  # smallest step between distinct baseline values
         self._flat = np.ones(c, dtype=bool)  # baseline without spread
         self.distinct = np.zeros(c)  # share of distinct values in the baseline
+        self._step = np.full(c, np.inf)
+        self._refreshes = 0
+        self._resolution_ok = False
         self._since = 0
         self._robust_ok = False
         self._quarantine = np.zeros((p, c))
@@ -160,10 +165,14 @@ class StatGate:
         count = self._count
         if bool((count >= self.config.window).all()):
             vals = self._buf
-            ordered = np.sort(vals, axis=0)
-            steps = np.diff(ordered, axis=0)
-            step = np.where(steps > 0, steps, np.inf).min(axis=0)
-            self.distinct = ((steps > 0).sum(axis=0) + 1) / len(vals)
+            self._refreshes += 1
+            if self._refreshes % _RESOLUTION_EVERY == 1 or not self._resolution_ok:
+                # The sort is the dearest part; a signal's resolution changes slowly.
+                steps = np.diff(np.sort(vals, axis=0), axis=0)
+                self._step = np.where(steps > 0, steps, np.inf).min(axis=0)
+                self.distinct = ((steps > 0).sum(axis=0) + 1) / len(vals)
+                self._resolution_ok = True
+            step = self._step
             med = np.median(vals, axis=0)
             absdev = np.abs(vals - med)
             mad = np.median(absdev, axis=0)
@@ -171,6 +180,7 @@ class StatGate:
             self._sum = vals.sum(axis=0)  # exact re-sums stop rounding drift
             self._sumsq = np.einsum("ij,ij->j", vals, vals)
         else:  # warm-up or just re-baselined: columns hold different numbers of values
+            self._resolution_ok = False
             med = np.zeros(self.n_channels)
             mad = np.zeros(self.n_channels)
             meanad = np.zeros(self.n_channels)
