@@ -93,7 +93,7 @@ class StatGate:
         self._floor = np.zeros(c)  # smallest step between distinct baseline values
         self._flat = np.ones(c, dtype=bool)  # baseline without spread
         self.distinct = np.zeros(c)  # share of distinct values in the baseline
-        self._step = np.full(c, np.inf)
+        self._step = np.zeros(c)
         self._refreshes = 0
         self._resolution_ok = False
         self._since = 0
@@ -169,7 +169,8 @@ class StatGate:
             if self._refreshes % _RESOLUTION_EVERY == 1 or not self._resolution_ok:
                 # The sort is the dearest part; a signal's resolution changes slowly.
                 steps = np.diff(np.sort(vals, axis=0), axis=0)
-                self._step = np.where(steps > 0, steps, np.inf).min(axis=0)
+                step = np.where(steps > 0, steps, np.inf).min(axis=0)
+                self._step = np.where(np.isfinite(step), step, 0.0)  # 0: no distinct step
                 self.distinct = ((steps > 0).sum(axis=0) + 1) / len(vals)
                 self._resolution_ok = True
             step = self._step
