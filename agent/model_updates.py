@@ -28,6 +28,7 @@ import numpy as np
 from agent.config import AgentConfig
 from agent.control import CommandError
 from agent.errors import ModelLoadError, ModelUpdateError, Reason
+from agent.jsonsafe import loads as loads_json
 from agent.model_store import (
     CONFIG,
     ModelStore,
@@ -68,15 +69,29 @@ class WatchedModel(OnnxModel):
         try:
             out = super().score_batch(windows)
         except Exception as exc:  # onnxruntime raises several unrelated types at run time
-            self.errors += 1
-            if self.errors == 1:
-                log.error("model %s %s failed to score a window: %s", self.meta.name,
-                          self.meta.version, exc)
-            return [Scored(math.nan, 0.0, None) for _ in range(len(windows))]
+            return self._failed(exc, len(windows))
+        self._scored(len(out))
+        return out
+
+    def score_window(self, window: np.ndarray) -> Scored:
+        try:
+            out = super().score_window(window)
+        except Exception as exc:  # onnxruntime raises several unrelated types at run time
+            return self._failed(exc, 1)[0]
+        self._scored(1)
+        return out
+
+    def _scored(self, n: int) -> None:
         if self.first_scored is None:
             self.first_scored = self.clock()
-        self.windows += len(out)
-        return out
+        self.windows += n
+
+    def _failed(self, exc: Exception, n: int) -> list[Scored]:
+        self.errors += 1
+        if self.errors == 1:
+            log.error("model %s %s failed to score a window: %s", self.meta.name,
+                      self.meta.version, exc)
+        return [Scored(math.nan, 0.0, None) for _ in range(n)]
 
 
 @dataclass
@@ -286,7 +301,7 @@ class ModelUpdater:
         manifest: Any = None
         offer_id: Any = None
         with contextlib.suppress(ValueError, AttributeError, UnicodeDecodeError):
-            body = json.loads(payload)
+            body = loads_json(payload)
             manifest, offer_id = body.get("manifest"), str(body.get("offer_id"))[:64]
         try:
             offer = parse_offer(payload, max_bytes=mc.max_bytes, max_chunks=mc.max_chunks,
