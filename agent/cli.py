@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="first N rows of each file only learn (written with score 0, alert 0)")
     rp.add_argument("--alerts", default=None, help="also write alert events as JSON lines here")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.add_argument("--kind", choices=("sensors", "events", "logs"), default="sensors",
+                    help="input kind: sensor CSV (default) or event CSV timestamp,source,event")
 
     d = sub.add_parser("demo", help="end-to-end demo on a synthetic labelled stream")
     d.add_argument("--config", default=None, help="agent YAML config (default: built-in)")
@@ -134,6 +136,12 @@ def _replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.log_level is None:
         logging.getLogger().setLevel(cfg.agent.log_level.upper())
+    if args.kind == "logs":
+        raise InputError("--kind logs is not implemented yet (see benchmarks/README.md)")
+    if args.kind == "events":
+        from agent.events.replay import replay_cli
+
+        return replay_cli(cfg, args.input, args.scores, args.alerts)
     model = model_from_config(cfg.detectors.onnx, lambda s: cfg.resolve_path(s))
     if model is not None:
         log.info("stage 3: %s %s on %s", model.meta.name, model.meta.version, model.provider)

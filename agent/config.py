@@ -30,6 +30,7 @@ from agent.config_live import (
     StoreConfig,
 )
 from agent.errors import ConfigError
+from agent.events.config import EventsConfig
 from agent.sources.serial import SerialSourceConfig
 
 Direction = Literal["up", "down", "both"]
@@ -260,6 +261,7 @@ class AgentConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     serial: tuple[SerialSourceConfig, ...] = ()
+    events: EventsConfig = field(default_factory=EventsConfig)
     source_path: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

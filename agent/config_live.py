@@ -127,14 +127,36 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class HmacKeyConfig:
+    """A shared secret for signed control messages: its id and the file holding it."""
+
+    id: str
+    file: str
+
+    def __post_init__(self) -> None:
+        _check(1 <= len(self.id) <= 64, "id", "must be 1..64 characters")
+
+
+@dataclass(frozen=True)
 class ControlConfig:
+    """Commands and ``config/desired``; signatures per ``docs/security.md``."""
+
     enabled: bool = True
     desired_path: str | None = None
     commands: tuple[str, ...] = COMMANDS
+    require_signed: bool = False
+    hmac_keys: tuple[HmacKeyConfig, ...] = ()
+    public_keys: tuple[str, ...] = ()
+    max_skew_s: float = 300.0
+    nonce_cache: int = 10_000
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.commands) - set(COMMANDS))
         _check(not bad, "commands", f"unknown commands {bad} (known: {list(COMMANDS)})")
+        _check(not self.require_signed or bool(self.hmac_keys or self.public_keys),
+               "require_signed", "needs control.hmac_keys or control.public_keys")
+        _check(1 <= self.max_skew_s <= 86400, "max_skew_s", "must be in 1..86400")
+        _check(100 <= self.nonce_cache <= 1_000_000, "nonce_cache", "must be in 100..1000000")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ restart and is refused, so a bad push can never cut the agent off its broker.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 from agent.config import AgentConfig, config_from_dict
 from agent.config_live import COMMANDS
 from agent.errors import AgentError, ConfigError
+from agent.jsonsafe import loads as loads_json
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def parse_command(name: str, payload: bytes, response_topic: str | None = None,
     if not payload.strip():
         return base
     try:
-        body = json.loads(payload)
+        body = loads_json(payload)
     except ValueError:
         return replace(base, error="body is not valid JSON")
     if not isinstance(body, dict):
@@ -176,7 +176,7 @@ def evaluate_desired(base_doc: Mapping[str, Any], overlay: Mapping[str, Any], pa
                      current: AgentConfig, source: str | None = None) -> DesiredOutcome:
     """Validate a desired config against the current one; never raises."""
     try:
-        patch = json.loads(payload)
+        patch = loads_json(payload)
     except ValueError:
         return DesiredOutcome(None, 400, "payload is not valid JSON")
     if not isinstance(patch, dict):

@@ -24,12 +24,15 @@ from typing import Any
 from agent.config import AgentConfig
 from agent.control import (
     CommandError,
+    DesiredOutcome,
     dispatch,
     evaluate_desired,
     parse_command,
 )
+from agent.control_auth import ControlGuard
 from agent.engine import Engine
 from agent.errors import AgentError
+from agent.keyfiles import audit_secrets
 from agent.model_updates import ModelUpdater
 from agent.onnx_scorer import OnnxModel, model_from_config
 from agent.payloads import parse_payload
@@ -77,6 +80,8 @@ class LiveAgent:
         self.on_decision: Callable[[Decision], None] | None = None  # demo/plot hook
         self._stop = threading.Event()
         self._router = self._make_router(cfg)
+        audit_secrets(cfg, config_path)
+        self.guard = ControlGuard.from_config(cfg.control, cfg.resolve_path)  # signed control
         will = Will(self.tree.status, _dumps(status_payload("offline", self.session, None,
                                                             "lwt")))
         if transport is None:
@@ -149,7 +154,7 @@ class LiveAgent:
             self.models.on_message(topic, payload)
             return
         if topic == self.tree.config_desired:
-            self.ingest.put_control(lambda: self._apply_desired(payload))
+            self.ingest.put_control(lambda: self._apply_desired(payload, signed_on=topic))
             return
         name = self.tree.command_name(topic)
         if name is not None:
@@ -251,6 +256,7 @@ class LiveAgent:
                       **t.counts} if self.upstream else {"enabled": False}),
             "serial": {src.config.port: src.stats() for src in self.serial},
             "model_update": self.models.stats() if self.models else {"enabled": False},
+            "control": self.guard.stats(),
         }
         return stats_payload(self.cfg, self.engine, now=time.time(),
                              uptime_s=time.monotonic() - self.started, session=self.session,
@@ -279,8 +285,11 @@ class LiveAgent:
 
     # ----------------------------------------------------------------- control
     def _command(self, name: str, payload: bytes, rt: str | None, cd: bytes | None) -> None:
-        cmd = parse_command(name, payload, rt, cd)
-        reply = dispatch(self, cmd, self.cfg.control.commands, self.engine.streams)
+        verdict = self.guard.check(self.tree.command(name), payload, time.time())
+        cmd = parse_command(name, verdict.payload, rt, cd)
+        reply = dispatch(self, cmd, self.cfg.control.commands, self.engine.streams
+                         ) if verdict.ok else {"cmd": name, "id": cmd.request_id,
+                                               "code": verdict.code, "error": verdict.detail}
         props = None
         topic = self.tree.command_response(name)
         if rt and self.transport.v5:
@@ -293,8 +302,14 @@ class LiveAgent:
             topic = rt
         self.transport.publish(topic, _dumps(reply), 1, False, props)
 
-    def _apply_desired(self, payload: bytes, reported: bool = True) -> dict[str, Any]:
-        out = evaluate_desired(self.base, self.overlay, payload, self.cfg, self.config_path)
+    def _apply_desired(self, payload: bytes, reported: bool = True,
+                       signed_on: str | None = None) -> dict[str, Any]:
+        verdict = self.guard.check(signed_on, payload, time.time()) if signed_on else None
+        if verdict is not None and not verdict.ok:
+            out = DesiredOutcome(None, verdict.code, verdict.detail)
+        else:
+            out = evaluate_desired(self.base, self.overlay, verdict.payload if verdict else
+                                   payload, self.cfg, self.config_path)
         if out.code == 200 and not out.unchanged:
             assert out.config is not None and out.overlay is not None
             try:

@@ -50,7 +50,8 @@ from agent.errors import ModelMetadataError
 
 META_KEY = "edge_agent.meta"
 SCHEMA_VERSION = 1
-OUTPUT_KINDS = ("reconstruction", "channel_error", "score")
+OUTPUT_KINDS = ("reconstruction", "channel_error", "score", "probabilities")
+NEXT_EVENT = "next_event"  # kind of the event-sequence models (agent/events/sequence.py)
 REDUCTIONS = ("mean", "tail_max")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -95,6 +96,8 @@ class ModelMeta:
     reduction: str = "mean"
     tail: int = 1
     channel_scale: tuple[float, ...] = ()
+    vocab: tuple[str, ...] = ()  # next_event: event name of each id (0 <pad>, 1 <unknown>)
+    top_k: int = 0  # next_event: an event outside the model's top_k is anomalous
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -133,6 +136,8 @@ class ModelMeta:
             or any(not (math.isfinite(v) and v > 0) for v in self.channel_scale)
         ):
             raise bad("channel_scale", f"needs {n} finite values > 0 (or none)")
+        if self.kind == NEXT_EVENT or self.vocab or self.top_k:
+            _check_next_event(self, bad)
         for g in self.golden:
             if len(g.window) != self.window or any(len(row) != n for row in g.window):
                 raise bad("golden", f"each golden window must be {self.window}x{n}")
@@ -191,11 +196,28 @@ class ModelMeta:
             data["channel_scale"] = tuple(float(v) for v in data.get("channel_scale", ()))
             if "tail" in data:
                 data["tail"] = int(data["tail"])
+            data["vocab"] = tuple(str(v) for v in data.get("vocab", ()))
+            data["top_k"] = int(data.get("top_k", 0))
             return cls(**data)
         except ModelMetadataError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelMetadataError(f"model metadata is incomplete or mistyped: {exc!r}") from exc
+
+
+def _check_next_event(meta: ModelMeta, bad: Any) -> None:
+    """A next-event model: input ``(batch, window)`` int64 event ids (``window`` = history),
+    output ``(batch, len(vocab))`` probabilities; see docs/model-format.md."""
+    if meta.kind != NEXT_EVENT:
+        raise bad("kind", f"vocab/top_k are only for kind {NEXT_EVENT!r}, got {meta.kind!r}")
+    if meta.vocab[:2] != ("<pad>", "<unknown>") or len(set(meta.vocab)) != len(meta.vocab):
+        raise bad("vocab", "must start with '<pad>', '<unknown>' and hold distinct names")
+    if not 3 <= meta.top_k < len(meta.vocab):
+        raise bad("top_k", f"must be in 3..len(vocab)-1 ({len(meta.vocab) - 1}), got {meta.top_k}")
+    if meta.output != "probabilities":
+        raise bad("output", f"a next_event model outputs 'probabilities', got {meta.output!r}")
+    if meta.features != ("event",):
+        raise bad("features", "a next_event model has the single feature 'event'")
 
 
 def reduce_errors(meta: ModelMeta, sq_err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,7 @@ import numpy as np
 
 from agent.config import StreamConfig
 from agent.errors import ModelLoadError, ModelMetadataError, ModelUpdateError, Reason
+from agent.jsonsafe import loads as loads_json
 from agent.onnx_scorer import GOLDEN_ATOL, GOLDEN_RTOL, OnnxModel
 from agent.signing import KeyRing, is_signed
 
@@ -141,7 +142,7 @@ def parse_offer(payload: bytes, *, max_bytes: int, max_chunks: int,
                 max_chunk_bytes: int) -> Offer:
     """Validate an offer against the limits; raise :class:`ModelUpdateError`."""
     try:
-        body = json.loads(payload)
+        body = loads_json(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelUpdateError(Reason.BAD_OFFER, f"not valid JSON: {exc}") from exc
     if not isinstance(body, dict):

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,40 @@ def choose_provider(wanted: Sequence[str], available: Sequence[str]) -> tuple[st
     raise ModelLoadError(f"none of the providers {list(wanted)} is available ({list(available)})")
 
 
+def open_session(
+    data: bytes,
+    providers: Sequence[str],
+    intra_op_threads: int,
+    inter_op_threads: int,
+    source: str,
+) -> tuple[Any, str, ModelMeta]:
+    """An onnxruntime session on the first available provider, and the model's metadata.
+
+    A fallback to another provider than the first configured one is logged loudly.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.log_severity_level = 3
+    provider, fell_back = choose_provider(providers, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(data, sess_options=opts, providers=[provider])
+    except Exception as exc:  # onnxruntime raises several unrelated types on bad bytes
+        raise ModelLoadError(f"{source}: onnxruntime cannot load the model: {exc}") from exc
+    used = session.get_providers()[0]
+    if fell_back or used != provider:
+        log.warning(
+            "model %s runs on %s: configured providers %s not all available (%s)",
+            source, used, list(providers), ", ".join(ort.get_available_providers()),
+        )
+    props = session.get_modelmeta().custom_metadata_map
+    if META_KEY not in props:
+        raise ModelMetadataError(f"{source}: no '{META_KEY}' entry in the model's metadata")
+    return session, used, ModelMeta.from_json(props[META_KEY])
+
+
 class OnnxModel:
     """An onnxruntime session plus the model's metadata, ready to score windows."""
 
@@ -69,30 +104,12 @@ class OnnxModel:
         verify_golden: bool = True,
         source: str = "<bytes>",
     ) -> None:
-        import onnxruntime as ort
-
         self.source = source
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size = len(data)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = inter_op_threads
-        opts.log_severity_level = 3
-        provider, fell_back = choose_provider(providers, ort.get_available_providers())
-        try:
-            self._session = ort.InferenceSession(data, sess_options=opts, providers=[provider])
-        except Exception as exc:  # onnxruntime raises several unrelated types on bad bytes
-            raise ModelLoadError(f"{source}: onnxruntime cannot load the model: {exc}") from exc
-        self.provider = self._session.get_providers()[0]
-        if fell_back or self.provider != provider:
-            log.warning(
-                "stage 3 runs on %s: configured providers %s not all available (%s)",
-                self.provider, list(providers), ", ".join(ort.get_available_providers()),
-            )
-        props = self._session.get_modelmeta().custom_metadata_map
-        if META_KEY not in props:
-            raise ModelMetadataError(f"{source}: no '{META_KEY}' entry in the model's metadata")
-        self.meta = ModelMeta.from_json(props[META_KEY])
+        self._session, self.provider, self.meta = open_session(
+            data, providers, intra_op_threads, inter_op_threads, source
+        )
         self._check_signature()
         self._center = np.asarray(self.meta.scaler.center, dtype=np.float32)
         self._scale = np.asarray(self.meta.scaler.scale, dtype=np.float32)

@@ -23,13 +23,13 @@ problems (NaN, strings, unknown channels) are left to the engine, which counts t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.jsonsafe import loads as loads_json
 from agent.types import Point
 from firmware_bridge.batch import MAGIC as BATCH_MAGIC
 from firmware_bridge.batch import decode_batch
@@ -65,7 +65,10 @@ def parse_timestamp(value: Any, now: float) -> tuple[float, bool]:
     if isinstance(value, bool):
         raise _Reject("bad_timestamp", f"timestamp {value!r}")
     if isinstance(value, int | float):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise _Reject("bad_timestamp", f"timestamp of {len(str(value))} digits") from None
         if not math.isfinite(ts) or ts < 0:
             raise _Reject("bad_timestamp", f"timestamp {value!r}")
         return (ts / 1000.0 if ts > _MS_ABOVE else ts), False
@@ -131,7 +134,7 @@ def _parse_json(
     text: str, stream: str | None, now: float, out: Parsed, default: str | None
 ) -> None:
     try:
-        obj = json.loads(text)
+        obj = loads_json(text)
     except ValueError as exc:
         raise _Reject("invalid_json", str(exc)[:80]) from None
     if isinstance(obj, dict) and "rows" in obj:

@@ -22,7 +22,7 @@ from export.errors import TrainConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # as agent.model_meta
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-ARCHITECTURES = ("dense", "conv", "lstm", "transformer", "vae", "pca", "ensemble")
+ARCHITECTURES = ("dense", "conv", "lstm", "transformer", "vae", "pca", "ensemble", "next_event")
 TORCH_ARCHITECTURES = ("dense", "conv", "lstm", "transformer", "vae")
 
 
@@ -161,10 +161,31 @@ class EnsembleParams:
         _need(0.0 < self.nu < 1.0, "nu", f"must be in (0, 1), got {self.nu}")
 
 
+@dataclass(frozen=True)
+class NextEventParams:
+    """DeepLog-style next-event LSTM (export/sequence.py); ``data.window`` is the history."""
+
+    embedding: int = 32  # event-id embedding size
+    hidden: int = 64  # LSTM hidden size
+    num_layers: int = 1  # stacked LSTM layers
+    top_k: int = 9  # the agent flags an event outside the top k (DeepLog: 9)
+    unknown_rate: float = 0.02  # share of history ids replaced by <unknown> while training
+    min_count: int = 1  # events seen fewer times map to <unknown>
+    max_vocab: int = 5000  # ids, <pad> and <unknown> included
+
+    def __post_init__(self) -> None:
+        _need(self.top_k >= 3, "top_k", f"must be >= 3, got {self.top_k}")
+        _need(0.0 <= self.unknown_rate < 0.5, "unknown_rate", "must be in [0, 0.5)")
+        _need(self.min_count >= 1, "min_count", "must be >= 1")
+        _need(self.max_vocab >= 5, "max_vocab", "must be >= 5")
+        _need(self.embedding >= 1 and self.hidden >= 1 and self.num_layers >= 1, "hidden",
+              "embedding, hidden and num_layers must be >= 1")
+
+
 MODEL_PARAMS: dict[str, type] = {
     "dense": DenseParams, "conv": ConvParams, "lstm": LstmParams,
     "transformer": TransformerParams, "vae": VaeParams, "pca": PcaParams,
-    "ensemble": EnsembleParams,
+    "ensemble": EnsembleParams, "next_event": NextEventParams,
 }
 
 

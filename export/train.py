@@ -129,6 +129,10 @@ def train_run(
 ) -> RunResult:
     """Train, export, calibrate, verify and embed golden vectors; see the module docstring."""
     cfg = config if isinstance(config, TrainConfig) else load_config(config)
+    if cfg.architecture == "next_event":  # event sequences, not numeric windows
+        from export.sequence import train_next_event
+
+        return train_next_event(cfg, data, out, device=device, progress=progress, atol=atol)
     started = time.perf_counter()
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
