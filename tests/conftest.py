@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -96,6 +97,21 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     try:
         yield broker
     finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto of the test's own, for tests that kill, freeze or restart it."""
+    work = tmp_path / "broker"
+    work.mkdir()
+    broker = Broker(work, free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        if broker.proc is not None:  # a test may have frozen it with SIGSTOP
+            broker.proc.send_signal(signal.SIGCONT)
         broker.stop()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from tests.agent.mqtt_agent import normal_then_spikes, root, wait, write_config
 from tests.agent.test_agent_process import spawn
-from tests.conftest import MOSQUITTO, Broker, Probe, free_port
+from tests.conftest import MOSQUITTO, Broker, Probe
 
 pytestmark = [
     pytest.mark.network,
@@ -29,18 +28,6 @@ pytestmark = [
 ]
 RESTARTS = 4
 FIGURES: dict[str, Any] = {}
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Broker]:
-    work = tmp_path / "broker"
-    work.mkdir()
-    broker = Broker(work, free_port())
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def _lines(stream: str, t0: float, n: int, spikes: tuple[int, ...]) -> list[bytes]:

@@ -34,20 +34,6 @@ pytestmark = [
 KEEPALIVE, FACTOR = 5, 1.2
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Broker]:
-    work = tmp_path / "broker"
-    work.mkdir()
-    broker = Broker(work, free_port())
-    broker.start()
-    try:
-        yield broker
-    finally:
-        if broker.proc is not None:
-            broker.proc.send_signal(signal.SIGCONT)
-        broker.stop()
-
-
 def raised_ts(p: Probe) -> list[float]:
     return sorted({a["ts"] for a in p.json("/alert/") if a["event"] == "raise"})
 
