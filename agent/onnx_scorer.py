@@ -57,6 +57,18 @@ def choose_provider(wanted: Sequence[str], available: Sequence[str]) -> tuple[st
     raise ModelLoadError(f"none of the providers {list(wanted)} is available ({list(available)})")
 
 
+def read_model_file(path: str | Path) -> bytes:
+    """The bytes of a model file, refused above :data:`MAX_MODEL_BYTES`."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelLoadError(f"{p}: {size} bytes exceeds the {MAX_MODEL_BYTES} byte limit")
+        return p.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"{p}: cannot read model: {exc}") from exc
+
+
 def open_session(
     data: bytes,
     providers: Sequence[str],
@@ -128,15 +140,7 @@ class OnnxModel:
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: object) -> OnnxModel:
-        p = Path(path)
-        try:
-            size = p.stat().st_size
-            if size > MAX_MODEL_BYTES:
-                raise ModelLoadError(f"{p}: {size} bytes exceeds the {MAX_MODEL_BYTES} byte limit")
-            data = p.read_bytes()
-        except OSError as exc:
-            raise ModelLoadError(f"{p}: cannot read model: {exc}") from exc
-        return cls(data, source=str(p), **kwargs)  # type: ignore[arg-type]
+        return cls(read_model_file(path), source=str(path), **kwargs)  # type: ignore[arg-type]
 
     def _check_signature(self) -> None:
         inputs = self._session.get_inputs()

@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +40,7 @@ from export.config import NextEventParams, TrainConfig
 from export.errors import DataError, ModelFileError
 from export.finalize import created_at, frameworks
 from export.onnx_meta import save_model, set_meta
-
-OPSET = 17
+from export.to_onnx import OPSET, trace_to_onnx
 
 
 class NextEventNet(nn.Module):
@@ -101,25 +99,8 @@ def windows(ids: list[int], history: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_next_event(net: NextEventNet, history: int) -> onnx.ModelProto:
-    module = _Probabilities(net).to("cpu").eval()
     dummy = torch.zeros(2, history, dtype=torch.int64)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", message=r"The feature will be removed.*")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=r"Exporting a model to ONNX with a batch_size "
-                                r"other than 1.*LSTM", category=UserWarning)
-        torch.onnx.export(
-            module, (dummy,), buf, dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=["probabilities"],
-            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
-            do_constant_folding=True,
-        )
-    model = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(model)
-    return model
+    return trace_to_onnx(_Probabilities(net), dummy, "input", "probabilities")
 
 
 def _ort_probs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

@@ -28,8 +28,15 @@ OUTPUT_NAME = "reconstruction"
 
 def export_module(module: torch.nn.Module, window: int, n_features: int) -> onnx.ModelProto:
     """Trace ``module`` (moved to CPU, eval mode) into an ONNX graph with dynamic batch."""
-    module = module.to("cpu").eval()
     dummy = torch.zeros(2, window, n_features, dtype=torch.float32)
+    return trace_to_onnx(module, dummy, INPUT_NAME, OUTPUT_NAME)
+
+
+def trace_to_onnx(
+    module: torch.nn.Module, dummy: torch.Tensor, input_name: str, output_name: str
+) -> onnx.ModelProto:
+    """Trace ``module`` on ``dummy`` (batch axis 0 dynamic) and check the graph."""
+    module = module.to("cpu").eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
@@ -40,8 +47,8 @@ def export_module(module: torch.nn.Module, window: int, n_features: int) -> onnx
                                 r"other than 1.*LSTM", category=UserWarning)
         torch.onnx.export(
             module, (dummy,), buf, dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=[input_name], output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             do_constant_folding=True,
         )
     model = onnx.load_from_string(buf.getvalue())

@@ -32,7 +32,7 @@ import numpy as np
 from agent.errors import ModelLoadError, ModelMetadataError
 from agent.events.vocab import Vocab
 from agent.model_meta import NEXT_EVENT
-from agent.onnx_scorer import GOLDEN_ATOL, GOLDEN_RTOL, MAX_MODEL_BYTES, Scored, open_session
+from agent.onnx_scorer import GOLDEN_ATOL, GOLDEN_RTOL, Scored, open_session, read_model_file
 
 log = logging.getLogger(__name__)
 MAX_RAW = 1e6
@@ -86,14 +86,7 @@ class NextEventModel:
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: object) -> NextEventModel:
-        p = Path(path)
-        try:
-            if p.stat().st_size > MAX_MODEL_BYTES:
-                raise ModelLoadError(f"{p}: larger than {MAX_MODEL_BYTES} bytes")
-            data = p.read_bytes()
-        except OSError as exc:
-            raise ModelLoadError(f"{p}: cannot read model: {exc}") from exc
-        return cls(data, source=str(p), **kwargs)  # type: ignore[arg-type]
+        return cls(read_model_file(path), source=str(path), **kwargs)  # type: ignore[arg-type]
 
     def _check_signature(self) -> None:
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
