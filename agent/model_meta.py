@@ -14,6 +14,10 @@ Output contract (``output``)
     per-channel error ``mean_t (x - x_hat)^2`` and the window error as their mean.
     ``channel_error``: ``(batch, n_features)`` per-channel errors, already reduced.
     ``score``: ``(batch,)`` raw window error.
+    ``error``: a fused model (``export/fuse.py``) with two outputs, ``(batch,)`` raw
+    window error and ``(batch, n_features)`` per-channel errors, both already reduced
+    with ``reduction``/``tail``/``channel_scale`` inside the graph (usually together
+    with ``scaling_in_graph: true``): the agent only feeds the window and reads them.
 
 Reduction (``reduction``)
     ``mean`` (default): raw error = mean over window and channels of the squared error.
@@ -50,7 +54,7 @@ from agent.errors import ModelMetadataError
 
 META_KEY = "edge_agent.meta"
 SCHEMA_VERSION = 1
-OUTPUT_KINDS = ("reconstruction", "channel_error", "score", "probabilities")
+OUTPUT_KINDS = ("reconstruction", "channel_error", "score", "probabilities", "error")
 NEXT_EVENT = "next_event"  # kind of the event-sequence models (agent/events/sequence.py)
 REDUCTIONS = ("mean", "tail_max")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
@@ -144,7 +148,7 @@ class ModelMeta:
 
     @property
     def per_channel(self) -> bool:
-        return self.output in ("reconstruction", "channel_error")
+        return self.output in ("reconstruction", "channel_error", "error")
 
     def calibrate(self, raw: float) -> float:
         """Map a raw window error to [0, 1) with the threshold at 0.5."""

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,9 +39,12 @@ GOLDEN_ATOL = 1e-6
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Scored:
-    """A stage-3 result for one window: raw error, [0,1) score, per-channel errors."""
+class Scored(NamedTuple):
+    """A stage-3 result for one window: raw error, [0,1) score, per-channel errors.
+
+    A named tuple rather than a frozen dataclass: one is built per scored window and a
+    frozen dataclass costs ~4x more to construct (issue #9, stage-3 overhead).
+    """
 
     raw: float
     score: float
@@ -103,6 +108,39 @@ def open_session(
     return session, used, ModelMeta.from_json(props[META_KEY])
 
 
+MAX_BOUND_BATCHES = 4  # per thread: batch sizes with preallocated, bound buffers
+
+
+class _Bound:
+    """Preallocated float32 input and outputs of a fused model for one batch size.
+
+    On the CPU provider they are bound once (onnxruntime IOBinding): a run then neither
+    converts the input feed nor allocates outputs. The outputs are overwritten by the
+    next run, so callers copy what they keep.
+    """
+
+    __slots__ = ("binding", "per", "raw", "x")
+
+    def __init__(self, session: Any, input_name: str, outputs: list[str],
+                 shape: tuple[int, int, int], bind: bool) -> None:
+        self.x = np.zeros(shape, np.float32)
+        self.raw = np.zeros(shape[:1], np.float32)
+        self.per = np.zeros((shape[0], shape[2]), np.float32)
+        self.binding = None
+        if bind:
+            b = session.io_binding()
+            b.bind_input(input_name, "cpu", 0, np.float32, list(shape), self.x.ctypes.data)
+            for name, arr in zip(outputs, (self.raw, self.per), strict=True):
+                b.bind_output(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
+            self.binding = b
+
+    def run(self, session: Any, input_name: str, outputs: list[str]) -> list[np.ndarray]:
+        if self.binding is None:
+            return session.run(outputs, {input_name: self.x})  # type: ignore[no-any-return]
+        session.run_with_iobinding(self.binding)
+        return [self.raw, self.per]
+
+
 class OnnxModel:
     """An onnxruntime session plus the model's metadata, ready to score windows."""
 
@@ -127,12 +165,23 @@ class OnnxModel:
         self._scale = np.asarray(self.meta.scaler.scale, dtype=np.float32)
         self._input = self.meta.input_name
         self._outputs = [self._session.get_outputs()[0].name]
+        self._fused = self.meta.output == "error"
+        if self._fused:
+            self._outputs = [o.name for o in self._session.get_outputs()]
+            if len(self._outputs) != 2:
+                raise ModelMetadataError(
+                    f"{self.source}: a fused model (output: error) needs 2 graph outputs "
+                    f"(raw error, per-channel errors), got {self._outputs}"
+                )
         self._inv_scale = (1.0 / self._scale).astype(np.float32)
         self._inv_tail = np.float32(1.0 / self.meta.tail)
         self._inv_channel_scale = (
             (1.0 / np.asarray(self.meta.channel_scale)).astype(np.float32)
             if self.meta.channel_scale else None
         )
+        # Per-thread preallocated (1, window, features) float32 input of score_window:
+        # onnxruntime reads a long-lived buffer faster than a fresh array each call.
+        self._local = threading.local()
         # Warm-up: the first real window should not pay for lazy initialisation.
         self.score_batch(np.zeros((1, self.meta.window, len(self.meta.features))))
         if verify_golden:
@@ -179,11 +228,16 @@ class OnnxModel:
 
     def score_batch(self, windows: np.ndarray) -> list[Scored]:
         """Score raw (unscaled) windows of shape (batch, window, n_features)."""
+        if self._fused and self.meta.scaling_in_graph:
+            return self._score_fused(windows)
         x = np.asarray(windows, dtype=np.float32)
         if not self.meta.scaling_in_graph:
             x = (x - self._center) / self._scale
-        out = self._session.run(None, {self._input: x})[0]
         kind = self.meta.output
+        if kind == "error":  # fused without scaling in the graph
+            raw_out, err_out = self._session.run(self._outputs, {self._input: x})
+            return self._fused_results(raw_out, err_out)
+        out = self._session.run(None, {self._input: x})[0]
         if kind == "reconstruction":
             raw, err = reduce_errors(self.meta, (out.astype(np.float64) - x) ** 2)
             per: list[np.ndarray | None] = list(err)
@@ -199,31 +253,90 @@ class OnnxModel:
             for r, p in zip(raw, per, strict=True)
         ]
 
+    def _bound(self, batch: int) -> _Bound:
+        """This thread's preallocated buffers for ``batch`` windows (a few sizes kept)."""
+        cache: dict[int, _Bound] | None = getattr(self._local, "bound", None)
+        if cache is None:
+            cache = self._local.bound = {}
+        b = cache.get(batch)
+        if b is None:
+            if len(cache) >= MAX_BOUND_BATCHES:
+                cache.clear()
+            shape = (batch, self.meta.window, len(self.meta.features))
+            b = cache[batch] = _Bound(self._session, self._input, self._outputs, shape,
+                                      self.provider == "CPUExecutionProvider")
+        return b
+
+    def _score_fused(self, windows: np.ndarray) -> list[Scored]:
+        """Fused model, scaling in the graph: copy in, run, read the two outputs."""
+        windows = np.asarray(windows)
+        if len(windows) == 0:
+            return []
+        b = self._bound(len(windows))
+        if windows.shape != b.x.shape:  # copyto would broadcast silently
+            raise ValueError(f"windows shape {windows.shape} != {b.x.shape}")
+        np.copyto(b.x, windows, casting="unsafe")
+        raw_out, err_out = b.run(self._session, self._input, self._outputs)
+        return self._fused_results(raw_out, err_out.copy())
+
+    def _fused_results(self, raw_out: np.ndarray, err_out: np.ndarray) -> list[Scored]:
+        """Scored per window, scores as :meth:`ModelMeta.calibrate` computes them."""
+        raws: list[float] = raw_out.reshape(-1).tolist()
+        thr = self.meta.threshold
+        if all(0.0 <= r < math.inf for r in raws):  # the usual case; NaN fails the test
+            scores = [r / (r + thr) for r in raws]
+        else:
+            scores = [self.meta.calibrate(r) for r in raws]
+        # tuple.__new__ builds each Scored in C (the named tuple's own __new__ is a Python
+        # function): at batch 16 that halves the per-window cost of the result objects.
+        fields = zip(raws, scores, err_out.reshape(len(raws), -1), strict=True)
+        return list(map(tuple.__new__, repeat(Scored), fields))
+
     def score_window(self, window: np.ndarray) -> Scored:
         """Score one raw window ``(window, n_features)``: the per-point hot path.
 
-        Same arithmetic as :meth:`score_batch` (and :func:`~agent.model_meta.reduce_errors`),
-        written with in-place float32 operations and no per-call allocation beyond the
-        input copy: at batch 1 numpy's per-call overhead, not the model, dominates.
+        Same arithmetic as :meth:`score_batch` (and :func:`~agent.model_meta.reduce_errors`)
+        up to float32 rounding, written as few whole-array operations as possible into a
+        preallocated per-thread input buffer: at batch 1 numpy's per-call overhead, not the
+        model, dominates (``benchmarks/bench_core.py`` measures it against a bare
+        ``session.run``).
         """
         meta = self.meta
+        if self._fused and meta.scaling_in_graph:
+            # Fused model (export/fuse.py): scaling and reduction run inside the graph;
+            # a window costs one copy into the bound input, one run, two output reads.
+            b = self._bound(1)
+            if window.shape != b.x.shape[1:]:  # copyto would broadcast silently
+                raise ValueError(f"window shape {window.shape} != {b.x.shape[1:]}")
+            np.copyto(b.x[0], window, casting="unsafe")
+            raw_out, per_out = b.run(self._session, self._input, self._outputs)
+            raw = float(raw_out[0])
+            return Scored(raw, meta.calibrate(raw), per_out[0].copy())
         if meta.output != "reconstruction":
             return self.score_batch(window[None, ...])[0]
-        x = np.array(window, dtype=np.float32)
-        if not meta.scaling_in_graph:
-            x -= self._center
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = np.zeros((1, meta.window, len(meta.features)), np.float32)
+        x = buf[0]
+        if meta.scaling_in_graph:
+            np.copyto(x, window, casting="unsafe")
+        else:
+            np.subtract(window, self._center, out=x, casting="unsafe")
             x *= self._inv_scale
-        out = self._session.run(self._outputs, {self._input: x[None]})[0][0]
-        np.subtract(out, x, out=out)
-        np.multiply(out, out, out=out)
+        out = self._session.run(self._outputs, {self._input: buf})[0][0]
         if meta.reduction == "tail_max":
-            per = np.add.reduce(out[-meta.tail :], axis=0) * self._inv_tail
+            tail = out[-meta.tail :]
+            np.subtract(tail, x[-meta.tail :], out=tail)
+            per = np.einsum("ij,ij->j", tail, tail)  # sum of squares per channel
+            per *= self._inv_tail
             if self._inv_channel_scale is not None:
                 per *= self._inv_channel_scale
             per64 = per.astype(np.float64)
             raw = max(per64.tolist())
         else:
-            per64 = np.add.reduce(out, axis=0).astype(np.float64) * (1.0 / len(out))
+            np.subtract(out, x, out=out)
+            per64 = np.einsum("ij,ij->j", out, out).astype(np.float64)
+            per64 *= 1.0 / len(out)
             raw = sum(per64.tolist()) / len(per64)
         return Scored(raw=raw, score=meta.calibrate(raw), channel_errors=per64)
 

@@ -19,7 +19,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from export.train import train_run
 
     res = train_run(args.config, args.data, args.out, device=args.device,
-                    progress=not args.quiet)
+                    progress=not args.quiet, fuse=not args.no_fuse)
     rep = res.report
     diff = rep["max_abs_diff"]
     print(f"wrote {res.run_dir}: {rep['architecture']} {rep['n_params']} params, "
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to create")
     t.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-fuse", action="store_true",
+                   help="ship the bare reconstruction graph (output: reconstruction) instead "
+                   "of the fused one (scaling and error reduction in the graph)")
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("calibrate", help="set thresholds from held-out normal data")

@@ -6,7 +6,9 @@ rebuilds it and checks that it scores like the committed one.
 
 The model uses the ``tail_max`` reduction (see ``agent/model_meta.py``): the error of the
 newest ``TAIL`` steps, per channel, normalised by that channel's median error on normal
-data, so that a short anomaly on one channel is not averaged away.
+data, so that a short anomaly on one channel is not averaged away. The file is the fused
+form (``output: error``, see ``export/fuse.py``): scaling and that reduction run inside
+the graph; ``build(fused=False)`` gives the reconstruction graph with the same threshold.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from agent.synthetic import multisensor
 from export.calibrate import quantile_threshold
 from export.data import make_windows
 from export.finalize import embed_golden
+from export.fuse import fuse
 from export.onnx_meta import OnnxRunner, get_meta, set_meta
 from export.pca_ae import build_pca_model
 from export.scoring import channel_errors, scale_windows
@@ -32,7 +35,7 @@ TAIL = 3
 QUANTILE = 0.999
 
 
-def build(out: str | Path | None = DEFAULT_OUT) -> bytes:
+def build(out: str | Path | None = DEFAULT_OUT, fused: bool = True) -> bytes:
     normal = multisensor(n=6000, seed=12345, anomaly_rate=0.0)
     held_out = multisensor(n=4000, seed=54321, anomaly_rate=0.0)
     blob = build_pca_model(
@@ -57,6 +60,8 @@ def build(out: str | Path | None = DEFAULT_OUT) -> bytes:
     )
     set_meta(model, meta)
     embed_golden(model, val_windows)
+    if fused:
+        model = fuse(model)
     data = model.SerializeToString()
     if out is not None:
         Path(out).write_bytes(data)

@@ -29,7 +29,11 @@ def format_meta(meta: ModelMeta, path: Path | None = None, graph_input: str = ""
         f"schema_version:     {meta.schema_version}",
         f"input:              {meta.input_name} (batch, {meta.window}, {len(meta.features)})"
         + (f" [graph: {graph_input}]" if graph_input and graph_input != meta.input_name else ""),
-        f"output:             {meta.output}",
+        f"output:             {meta.output}" + (
+            " (fused: scaling and error reduction in the graph; outputs raw_error (batch,),"
+            f" channel_error (batch, {len(meta.features)}))" if meta.output == "error" else ""),
+        f"reduction:          {meta.reduction}"
+        + (f" (tail {meta.tail})" if meta.reduction == "tail_max" else ""),
         f"window / stride:    {meta.window} / {meta.stride}",
         f"features:           {', '.join(meta.features)}",
         f"scaling_in_graph:   {meta.scaling_in_graph}",
@@ -37,6 +41,9 @@ def format_meta(meta: ModelMeta, path: Path | None = None, graph_input: str = ""
     ]
     for f, c, s in zip(meta.features, meta.scaler.center, meta.scaler.scale, strict=True):
         lines.append(f"  {f:<28} {c:.6g} / {s:.6g}")
+    if meta.channel_scale:
+        lines.append("channel_scale:      " + ", ".join(
+            f"{f} {v:.6g}" for f, v in zip(meta.features, meta.channel_scale, strict=True)))
     lines.append(f"threshold:          {meta.threshold:.6g}  (raw window error -> score 0.5)")
     for key in sorted(meta.thresholds):
         lines.append(f"  {key:<28} {meta.thresholds[key]:.6g}")

@@ -97,11 +97,28 @@ class OnnxRunner:
             outs.append(self._session.run(None, {self.meta.input_name: chunk})[0])
         return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)
 
+    def run_fused(self, raw_windows: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
+        """All outputs of a fused model (``output: error``) for raw (unscaled) windows:
+        ``[raw_error (B,), channel_error (B, C)]`` (see :mod:`export.fuse`)."""
+        x = np.asarray(raw_windows, dtype=np.float32)
+        if not self.meta.scaling_in_graph:
+            x = scoring.scale_windows(self.meta, x)
+        chunks = [self._session.run(None, {self.meta.input_name: np.ascontiguousarray(
+            x[i : i + batch_size])}) for i in range(0, len(x), batch_size)]
+        if not chunks:
+            c = len(self.meta.features)
+            return [np.empty((0,), np.float32), np.empty((0, c), np.float32)]
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+
     def raw_errors_scaled(self, scaled: np.ndarray) -> np.ndarray:
         if len(scaled) == 0:
             return np.empty((0,), dtype=np.float64)
+        if self.meta.output == "error":
+            raise ValueError("a fused model (output: error) takes raw windows: use raw_errors")
         return scoring.window_errors(self.meta, self.run_scaled(scaled), scaled)
 
     def raw_errors(self, raw_windows: np.ndarray) -> np.ndarray:
         """Raw window errors for unscaled windows, exactly as the agent computes them."""
+        if self.meta.output == "error":
+            return self.run_fused(raw_windows)[0].astype(np.float64).reshape(-1)
         return self.raw_errors_scaled(scoring.scale_windows(self.meta, raw_windows))

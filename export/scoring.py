@@ -13,6 +13,9 @@ float32, then, by output kind,
     window error ``mean_c e_c``.
 ``score`` (B,) or (B, 1)
     the raw window error itself.
+``error`` (fused, :mod:`export.fuse`)
+    the graph's first output ``raw_error`` (B,) is the raw window error; the graph
+    scales its raw input itself, so use :meth:`export.onnx_meta.OnnxRunner.run_fused`.
 
 >>> import numpy as np
 >>> from agent.model_meta import ModelMeta, Scaler
@@ -59,7 +62,7 @@ def channel_errors(meta: ModelMeta, output: np.ndarray, scaled_input: np.ndarray
 
 def window_errors(meta: ModelMeta, output: np.ndarray, scaled_input: np.ndarray) -> np.ndarray:
     """Raw window errors ``(B,)`` as float64, the quantity ``meta.threshold`` is measured in."""
-    if meta.output == "score":
+    if meta.output in ("score", "error"):
         return np.asarray(output, dtype=np.float64).reshape(len(output))
     if meta.output == "channel_error":
         return channel_errors(meta, output, scaled_input).mean(axis=1)

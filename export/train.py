@@ -1,6 +1,8 @@
 """``edge-export train``: normal data + config -> RUN_DIR with a complete model file.
 
-RUN_DIR gets ``model.onnx`` (metadata and golden vectors embedded), ``meta.json``,
+RUN_DIR gets ``model.onnx`` (metadata and golden vectors embedded; for autoencoders the
+fused form, see :mod:`export.fuse`, with the reconstruction graph in
+``model-unfused.onnx``), ``meta.json``,
 ``report.json``, ``report.png`` and, for PyTorch architectures, ``model.pt`` (state_dict
 plus architecture, for ``edge-export verify``). Torch is imported only for the torch
 architectures, so ``pca`` and ``ensemble`` runs work on a host without it.
@@ -24,7 +26,8 @@ from export import report
 from export.config import TORCH_ARCHITECTURES, TrainConfig, load_config
 from export.errors import ModelFileError
 from export.finalize import finalize, frameworks
-from export.onnx_meta import read_meta, save_model
+from export.fuse import fuse as fuse_model
+from export.onnx_meta import load_model, read_meta, save_model
 from export.verify import DEFAULT_ATOL, verify_file
 
 
@@ -34,6 +37,12 @@ class RunResult:
     model_path: Path
     meta: ModelMeta
     report: dict[str, Any]
+    unfused_path: Path | None = None  # model-unfused.onnx: the reconstruction graph
+
+    @property
+    def reconstruction_path(self) -> Path:
+        """The file whose output is the model's own (reconstruction or score) output."""
+        return self.unfused_path or self.model_path
 
 
 @dataclass
@@ -126,8 +135,14 @@ def train_run(
     device: str = "cpu",
     progress: bool = True,
     atol: float = DEFAULT_ATOL,
+    fuse: bool = True,
 ) -> RunResult:
-    """Train, export, calibrate, verify and embed golden vectors; see the module docstring."""
+    """Train, export, calibrate, verify and embed golden vectors; see the module docstring.
+
+    With ``fuse`` (the default) an autoencoder's ``model.onnx`` is the fused form
+    (``output: error``, :mod:`export.fuse`) and the verified reconstruction graph is kept
+    as ``model-unfused.onnx``.
+    """
     cfg = config if isinstance(config, TrainConfig) else load_config(config)
     if cfg.architecture == "next_event":  # event sequences, not numeric windows
         from export.sequence import train_next_event
@@ -167,6 +182,11 @@ def train_run(
     check = verify_file(model_path, checkpoint=checkpoint, data=None, atol=atol)
     if check.golden_max_rel_err > 1e-6:
         raise ModelFileError(f"golden vectors do not reproduce ({check.golden_max_rel_err:.3g})")
+    unfused_path = None
+    if fuse and output == "reconstruction":
+        unfused_path = model_path.with_name("model-unfused.onnx")
+        model_path.replace(unfused_path)
+        save_model(fuse_model(load_model(unfused_path)), model_path)
     meta = read_meta(model_path)
     meta_dict = json.loads(meta.to_json())
     (run_dir / "meta.json").write_text(json.dumps(meta_dict, indent=2, sort_keys=True) + "\n",
@@ -184,11 +204,12 @@ def train_run(
         "n_params": fitted.n_params, "model_bytes": model_path.stat().st_size,
         "max_abs_diff": diff, "max_abs_diff_against": "torch" if check.max_abs_diff
         is not None else {"pca": "numpy", "ensemble": "scikit-learn"}[cfg.architecture],
-        "atol": atol, "golden": len(meta.golden), "seconds": time.perf_counter() - started,
+        "atol": atol, "golden": len(meta.golden), "fused": unfused_path is not None,
+        "seconds": time.perf_counter() - started,
         **fitted.extra,
     }
     report.write_json(run_dir / "report.json", rep)
     report.write_png(run_dir / "report.png", title=f"{cfg.name} ({cfg.architecture})",
                      train_loss=fitted.train_loss, val_loss=fitted.val_loss,
                      val_errors=val_errors, threshold=meta.threshold, thresholds=meta.thresholds)
-    return RunResult(run_dir, model_path, meta, rep)
+    return RunResult(run_dir, model_path, meta, rep, unfused_path)

@@ -2,6 +2,8 @@
 
 * torch vs ONNX: eval-mode outputs on random windows (scaled units, N(0, 1)) and on
   real windows must agree within ``atol`` (default ``1e-4``, absolute, scaled units).
+  For a fused model (``output: error``, :mod:`export.fuse`) the per-channel errors of
+  the graph are compared with those of the torch reconstruction.
 * golden vectors: 3-5 raw windows from data with the raw error onnxruntime computes
   for them (see :func:`export.scoring.window_errors`); the agent checks them at load.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.model_meta import reduce_errors
 from export import data as data_mod
 from export.errors import ModelFileError
 from export.finalize import embed_golden
@@ -41,18 +44,36 @@ def torch_vs_onnx(
     seed: int = 0,
 ) -> tuple[float, float | None]:
     """Max abs output difference on random and on real windows (torch imported lazily)."""
-    from export.to_onnx import load_checkpoint, torch_outputs
+    from export.to_onnx import load_checkpoint
 
     module = load_checkpoint(checkpoint)
     meta = runner.meta
     rand = np.random.default_rng(seed).normal(
         size=(n_random, meta.window, len(meta.features))).astype(np.float32)
-    d_rand = float(np.max(np.abs(torch_outputs(module, rand) - runner.run_scaled(rand))))
-    d_real = None
-    if len(real_scaled):
-        d_real = float(np.max(np.abs(torch_outputs(module, real_scaled)
-                                     - runner.run_scaled(real_scaled))))
+    compare = _fused_diff if meta.output == "error" else _reconstruction_diff
+    d_rand = compare(runner, module, rand)
+    d_real = compare(runner, module, real_scaled) if len(real_scaled) else None
     return d_rand, d_real
+
+
+def _reconstruction_diff(runner: OnnxRunner, module: object, scaled: np.ndarray) -> float:
+    from export.to_onnx import torch_outputs
+
+    return float(np.max(np.abs(torch_outputs(module, scaled) - runner.run_scaled(scaled))))
+
+
+def _fused_diff(runner: OnnxRunner, module: object, scaled: np.ndarray) -> float:
+    """A fused model (``output: error``) has no reconstruction output: compare its
+    per-channel errors with those of the torch reconstruction, reduced in numpy."""
+    from export.to_onnx import torch_outputs
+
+    meta = runner.meta
+    center = np.asarray(meta.scaler.center, dtype=np.float64)
+    raw = np.asarray(scaled, dtype=np.float64) * np.asarray(meta.scaler.scale) + center
+    x = scale_windows(meta, raw)  # what the graph's own scaling makes of it
+    want = reduce_errors(meta, (torch_outputs(module, x).astype(np.float64) - x) ** 2)[1]
+    got = runner.run_fused(raw)[1]
+    return float(np.max(np.abs(want - got)))
 
 
 def golden_check(runner: OnnxRunner) -> float:

@@ -35,7 +35,13 @@ def test_run_dir_and_metadata(trained, arch: str) -> None:
     assert ModelMeta.from_json(meta.to_json()) == meta
     assert json.loads((res.run_dir / "meta.json").read_text()) == json.loads(meta.to_json())
     assert meta.features == FEATURES and meta.window == WINDOW and meta.architecture == arch
-    assert meta.output == ("score" if arch == "ensemble" else "reconstruction")
+    # Autoencoders ship fused (export/fuse.py); the reconstruction graph is kept next to it.
+    assert meta.output == ("score" if arch == "ensemble" else "error")
+    assert (res.unfused_path is None) == (arch == "ensemble")
+    if res.unfused_path is not None:
+        unfused = ModelMeta.from_json(next(p.value for p in load_model(
+            res.unfused_path).metadata_props if p.key == META_KEY))
+        assert unfused.output == "reconstruction" and unfused.threshold == meta.threshold
     assert meta.threshold > 0 and 3 <= len(meta.golden) <= 5
     assert meta.frameworks["onnxruntime"] == ort.__version__
     report = json.loads((res.run_dir / "report.json").read_text())
@@ -45,11 +51,12 @@ def test_run_dir_and_metadata(trained, arch: str) -> None:
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_onnx_dynamic_batch_and_golden(trained, arch: str) -> None:
     res = trained(arch)
-    runner = OnnxRunner(res.model_path)
+    runner = OnnxRunner(res.reconstruction_path)
     x = np.random.default_rng(1).normal(size=(16, WINDOW, 3)).astype(np.float32)
     out16 = runner.run_scaled(x)
     out1 = np.concatenate([runner.run_scaled(x[i : i + 1]) for i in range(16)])
     np.testing.assert_allclose(out16, out1, rtol=1e-4, atol=1e-5)
+    runner = OnnxRunner(res.model_path)
     windows = np.array([g.window for g in res.meta.golden])
     np.testing.assert_allclose(runner.raw_errors(windows),
                                [g.raw_score for g in res.meta.golden], rtol=1e-6)
@@ -64,7 +71,7 @@ def test_torch_and_onnx_agree(trained, arch: str, normal_csv) -> None:
     module = load_checkpoint(res.run_dir / "model.pt")
     ds = load_dataset(normal_csv)
     real = scale_windows(res.meta, make_windows(ds.segments[0], WINDOW, 37))
-    onnx_out = OnnxRunner(res.model_path).run_scaled(real)
+    onnx_out = OnnxRunner(res.reconstruction_path).run_scaled(real)
     assert float(np.max(np.abs(torch_outputs(module, real) - onnx_out))) < 1e-4
 
 
