@@ -157,13 +157,15 @@ class StreamCascade:
 
         s1 = s2 = s3 = None
         evidence: Sequence[float] | None = None
+        stat_evidence = False
         gate: float | None = None  # highest score of the stages that ran so far
         prev: float | None = None  # score of the deepest stage that ran
         deepest = Stage.NONE
         stat, river = self.stat, self.river
         if stat is not None and not stat.warming_up:
-            s1 = stat.score_one(x)
-            evidence = stat.last_ratios
+            # Scored, then learnt at once: stages 2-3 never read stage 1's state.
+            s1 = stat.score_learn(x)
+            stat_evidence = True  # stage 1's last_ratios, read below only for a hit
             counts["scored"][0] += 1
             gate = prev = s1
             deepest = Stage.STATISTICAL
@@ -188,7 +190,7 @@ class StreamCascade:
             if res.channel_errors is not None:
                 ev = np.zeros(len(self.channels))
                 ev[self._feat_idx] = res.channel_errors / max(model.meta.threshold, 1e-12)
-                evidence = ev.tolist()
+                evidence, stat_evidence = ev.tolist(), False
             prev, deepest = s3, Stage.ONNX
         if sample and deepest != Stage.NONE:
             counts["sampled"] += 1
@@ -200,14 +202,16 @@ class StreamCascade:
         else:
             fused = prev
         # The policy keeps evidence only for hits; copy (stage 1 reuses its buffer).
-        evidence = list(evidence) if evidence is not None and fused >= alert_threshold else None
+        if fused < alert_threshold:
+            evidence = None
+        elif stat_evidence and stat is not None:
+            evidence = stat.last_ratios.tolist()
+        elif evidence is not None:
+            evidence = list(evidence)
 
         # ---- learn (after scoring: no point ever scores itself)
-        if stat is not None:
-            if s1 is not None:
-                stat.learn_one(x)
-            else:
-                stat.learn_only(x)
+        if stat is not None and s1 is None:
+            stat.learn_only(x)  # (a scored point was learnt by score_learn above)
         # Stage 2 stays out of anything suspicious: a point stage 1 flagged on any
         # channel, or whose fused score is a hit (a spike it learnt would widen its range
         # and hide the next one).
@@ -222,6 +226,12 @@ class StreamCascade:
                 self._river_held = 0
                 river.learn_one(filled, scored=s2 is not None)
         return Outcome(fused, deepest, (s1, s2, s3), evidence, sample)
+
+    def process_many(self, rows: Sequence[list[float]], alert_threshold: float) -> list[Outcome]:
+        """:meth:`process` every row in order (score-then-learn point by point: row ``i``
+        is scored with state from rows before it only, never from later rows)."""
+        process = self.process
+        return [process(x, alert_threshold) for x in rows]
 
     def learn_only(self, x: list[float]) -> None:
         """Warm-up rows: learn without scoring (the stat gate accepts everything finite)."""

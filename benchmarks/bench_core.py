@@ -3,8 +3,17 @@ stage 3 overhead vs a bare ``session.run``, and the whole cascade on one SKAB fi
 
     python benchmarks/bench_core.py [--points N] [--out benchmarks/results]
 
-Saves ``core.json`` and ``core.png``. Ratios are measured in the same run, so they hold
-across machines; absolute microseconds vary (and rise when other work shares the CPU).
+Saves ``core.json`` and ``core.png`` and regenerates the ``core`` section of
+benchmarks/README.md. The ratios the issue names (stages 1-2 / bare HalfSpaceTrees per
+channel count, stage 3 through the agent / bare ``session.run`` at batch 1 and 16) are
+measured in the same run: the contenders run in alternating blocks and are timed in
+process CPU time, so other work on a shared machine inflates them alike. Absolute
+microseconds still vary between machines and with cache pressure.
+
+Stage 3 runs on a fused model (``export/fuse.py``: scaling and error reduction inside the
+graph, what ``edge-export train`` ships); the bare ``session.run`` is on that same session.
+``core.json`` also has, for reference, the agent on the unfused twin and a bare
+IOBinding run (the mechanism the agent's fused path uses).
 """
 
 from __future__ import annotations
@@ -12,15 +21,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import update_readme  # noqa: E402
 
 from agent._version import __version__  # noqa: E402
 from agent.cascade import StreamCascade  # noqa: E402
@@ -34,6 +48,7 @@ from agent.config import (  # noqa: E402
     load_config,
 )
 from agent.csvio import read_table  # noqa: E402
+from agent.detectors.gate import Stage1Gate  # noqa: E402
 from agent.detectors.river_models import RiverStage  # noqa: E402
 from agent.detectors.zscore import StatGate  # noqa: E402
 from agent.onnx_scorer import OnnxModel  # noqa: E402
@@ -42,10 +57,24 @@ from agent.replay import replay_table  # noqa: E402
 SKAB_FILE = ROOT.parent / "shared" / "datasets" / "skab" / "valve1" / "1.csv"
 
 
-def per_point_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]
-    t = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t) / n * 1e6
+BLOCK = 250  # points per block; contenders alternate block by block
+SKIP = 1000  # first points (warm-up of every contender) not timed
+
+
+def interleaved_us(fns: dict[str, Callable[[int, int], object]], n: int) -> dict[str, float]:
+    """CPU µs per point of each ``fn(start, stop)``, run over the same points in alternating
+    blocks; the first ``SKIP`` points are run but not timed."""
+    total = dict.fromkeys(fns, 0.0)
+    clock = time.process_time
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        for name, fn in fns.items():
+            t = clock()
+            fn(start, stop)
+            if start >= SKIP:
+                total[name] += clock() - t
+    timed = max(n - SKIP, 1)
+    return {name: t / timed * 1e6 for name, t in total.items()}
 
 
 def bench_stages(n: int, channels: int, seed: int = 0) -> dict[str, float]:
@@ -56,15 +85,27 @@ def bench_stages(n: int, channels: int, seed: int = 0) -> dict[str, float]:
 
     gate = StatGate(ZScoreConfig(), channels)
 
-    def stage1() -> None:
-        for r in rows:
+    def stat_gate(a: int, b: int) -> None:  # one StatGate over the levels only
+        for r in rows[a:b]:
             gate.score_one(r)
             gate.learn_one(r)
 
+    stage1 = Stage1Gate(ZScoreConfig(), channels)
+
+    def stage1_cascade(a: int, b: int) -> None:  # stage 1 as the cascade runs it
+        for r in rows[a:b]:
+            stage1.score_learn(r)
+
+    stage1_ewma = Stage1Gate(ZScoreConfig(ewma_lambda=0.2), channels)
+
+    def stage1_ewma_cascade(a: int, b: int) -> None:  # the same with the EWMA view on
+        for r in rows[a:b]:
+            stage1_ewma.score_learn(r)
+
     river = RiverStage(RiverConfig(warmup=50), names)
 
-    def stage2_all() -> None:  # score + learn every point (escalation 100 %)
-        for r in rows:
+    def stage2_all(a: int, b: int) -> None:  # score + learn every point (escalation 100 %)
+        for r in rows[a:b]:
             river.score_one(r)
             river.learn_one(r, scored=True)
 
@@ -74,8 +115,8 @@ def bench_stages(n: int, channels: int, seed: int = 0) -> dict[str, float]:
     lo, hi = x.min(axis=0), x.max(axis=0)
     dicts = [dict(zip(names, ((r - lo) / (hi - lo)).tolist(), strict=True)) for r in x]
 
-    def bare_hst() -> None:
-        for d in dicts:
+    def bare_hst(a: int, b: int) -> None:  # prebuilt feature dicts: River's cost only
+        for d in dicts[a:b]:
             hst.score_one(d)
             hst.learn_one(d)
 
@@ -83,23 +124,25 @@ def bench_stages(n: int, channels: int, seed: int = 0) -> dict[str, float]:
     cfg = AgentConfig(streams=(stream,), detectors=DetectorsConfig(river=RiverConfig(warmup=50)))
     cascade = StreamCascade(stream, cfg)
 
-    def stages12() -> None:  # the real cascade (default gates), stages 1-2
-        for r in rows:
+    def stages12(a: int, b: int) -> None:  # the real cascade (default gates), stages 1-2
+        for r in rows[a:b]:
             cascade.process(r, 0.5)
 
-    out = {
-        "stage1_us": per_point_us(stage1, n),
-        "stage2_score_learn_us": per_point_us(stage2_all, n),
-        "bare_hst_us": per_point_us(bare_hst, n),
-        "cascade_stages12_us": per_point_us(stages12, n),
-    }
+    us = interleaved_us({"stat_gate_levels_us": stat_gate, "stage1_us": stage1_cascade,
+                         "stage1_ewma_us": stage1_ewma_cascade,
+                         "stage2_score_learn_us": stage2_all, "bare_hst_us": bare_hst,
+                         "cascade_stages12_us": stages12}, n)
+    out: dict[str, float] = dict(us)
     scored = cascade.counts["scored"]
     out["escalation_to_stage2"] = scored[1] / max(scored[0], 1)
     out["cascade_over_hst"] = out["cascade_stages12_us"] / out["bare_hst_us"]
     return out
 
 
-def bench_stage3(repeats: int = 300) -> dict[str, float]:
+def bench_stage3(repeats: int = 200, rounds: int = 41) -> dict[str, float]:
+    import onnx
+
+    from export.fuse import fuse
     from export.pca_ae import build_pca_model
 
     rng = np.random.default_rng(1)
@@ -107,11 +150,14 @@ def bench_stage3(repeats: int = 300) -> dict[str, float]:
     rows = np.c_[np.sin(t / 9), np.cos(t / 7), np.sin(t / 13), rng.normal(size=4000)]
     rows = np.repeat(rows, 2, axis=1) + 0.05 * rng.normal(size=(4000, 8))
     feats = tuple(f"c{i}" for i in range(8))
-    blob = build_pca_model(rows, feats, window=50, n_components=16)
+    unfused = build_pca_model(rows, feats, window=50, n_components=16)
+    # The shipped form (edge-export default): scaling and error reduction in the graph.
+    blob = fuse(onnx.load_from_string(unfused)).SerializeToString()
     model = OnnxModel(blob, providers=("cpu",))
+    old = OnnxModel(unfused, providers=("cpu",))  # for reference only: agent-side numpy
     sess = model._session  # the same session, bare
     name = model.meta.input_name
-    res: dict[str, float] = {"model_bytes": len(blob)}
+    res: dict[str, float] = {"model_bytes": len(blob), "fused": 1.0}
     for batch in (1, 16):
         w = rows[: 50 * batch].reshape(batch, 50, 8)
         xs = w.astype(np.float32)
@@ -128,12 +174,48 @@ def bench_stage3(repeats: int = 300) -> dict[str, float]:
                 for _ in range(repeats):
                     model.score_batch(w)
 
+        # Bare IOBinding (the mechanism the agent uses for fused models): the floor for
+        # this model, reported next to the issue's bare ``session.run`` for transparency.
+        raw_o, per_o = np.zeros(batch, np.float32), np.zeros((batch, 8), np.float32)
+        binding = sess.io_binding()
+        binding.bind_input(name, "cpu", 0, np.float32, list(xs.shape), xs.ctypes.data)
+        for out_name, arr in zip(model._outputs, (raw_o, per_o), strict=True):
+            binding.bind_output(out_name, "cpu", 0, np.float32, list(arr.shape),
+                                arr.ctypes.data)
+
+        def bare_iobinding(binding: Any = binding) -> None:
+            for _ in range(repeats):
+                sess.run_with_iobinding(binding)
+
+        def unfused_agent(w: np.ndarray = w, batch: int = batch) -> None:
+            for _ in range(repeats):
+                if batch == 1:
+                    old.score_window(w[0])
+                else:
+                    old.score_batch(w)
+
         bare()  # warm
-        b = per_point_us(bare, repeats * batch)
-        o = per_point_us(ours, repeats * batch)
+        ours()
+        unfused_agent()
+        bare_iobinding()
+        contenders = {"bare": bare, "ours": ours, "unfused": unfused_agent,
+                      "bare_iobinding": bare_iobinding}
+        times: dict[str, list[float]] = {key: [] for key in contenders}
+        for _ in range(rounds):  # alternate, keep the median round of each
+            for key, fn in contenders.items():
+                t0 = time.process_time()
+                fn()
+                times[key].append((time.process_time() - t0) / (repeats * batch) * 1e6)
+        b, o = statistics.median(times["bare"]), statistics.median(times["ours"])
         res[f"bare_us_per_window_b{batch}"] = b
         res[f"agent_us_per_window_b{batch}"] = o
         res[f"overhead_b{batch}"] = o / b - 1
+        res[f"unfused_agent_us_per_window_b{batch}"] = statistics.median(times["unfused"])
+        res[f"bare_iobinding_us_per_window_b{batch}"] = statistics.median(
+            times["bare_iobinding"])
+        # Load on a shared machine only ever adds time: the fastest rounds are the
+        # least disturbed view of the same ratio (the median above stays the headline).
+        res[f"overhead_min_b{batch}"] = min(times["ours"]) / min(times["bare"]) - 1
     return res
 
 
@@ -158,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=20000)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +262,47 @@ def main(argv: list[str] | None = None) -> int:
     (out / "core.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     _plot(result, out / "core.png")
+    table = render(result)
+    print(table)
+    if not args.no_readme:
+        update_readme("core", table)
     return 0
+
+
+def render(result: dict[str, Any]) -> str:
+    """The ``core`` section of benchmarks/README.md."""
+    lines = ["## Core throughput (`python benchmarks/bench_core.py`, issue #9)", "",
+             f"{result['date']}, {result['points']} points per channel count (first {SKIP} "
+             f"untimed), CPU µs per point, contenders alternating in blocks of {BLOCK} "
+             "points. Target: stages 1-2 <= 1.25x bare HalfSpaceTrees; stage 3 <= 1.2x bare "
+             "`session.run`.", "",
+             "| channels | stage 1 (cascade) | stage 1 + EWMA view | stat gate, levels | "
+             "stage 2 score+learn | bare HST | stages 1-2 (cascade) | share to stage 2 | "
+             "**stages 1-2 / HST** |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c, r in result["channels"].items():
+        ewma = r.get("stage1_ewma_us")
+        lines.append(
+            f"| {c} | {r['stage1_us']:.1f} | {'-' if ewma is None else f'{ewma:.1f}'} | "
+            f"{r['stat_gate_levels_us']:.1f} | "
+            f"{r['stage2_score_learn_us']:.1f} | {r['bare_hst_us']:.1f} | "
+            f"{r['cascade_stages12_us']:.1f} | {r['escalation_to_stage2']:.2f} | "
+            f"**{r['cascade_over_hst']:.2f}x** |")
+    s3 = result["stage3"]
+    lines += ["", "| stage 3 (fused PCA autoencoder, window 50 x 8) | bare `session.run` "
+              "µs/window | "
+              "agent µs/window | **agent / bare** |", "|---|---|---|---|"]
+    for b in (1, 16):
+        lines.append(f"| batch {b} | {s3[f'bare_us_per_window_b{b}']:.1f} | "
+                     f"{s3[f'agent_us_per_window_b{b}']:.1f} | "
+                     f"**{1 + s3[f'overhead_b{b}']:.2f}x** |")
+    sk = result.get("skab")
+    if sk:
+        lines += ["", f"Whole cascade on `{sk['file']}` (`configs/skab.yaml`, replay): "
+                  f"{sk['us_per_point']:.0f} µs per point (wall), stage 2 on "
+                  f"{100 * sk['stage2_fraction']:.0f} % and stage 3 on "
+                  f"{100 * sk['stage3_fraction']:.0f} % of the scored points."]
+    return "\n".join(lines)
 
 
 def _plot(result: dict[str, object], path: Path) -> None:

@@ -32,8 +32,11 @@ _REFRESH = 50  # accepted points between re-computations of the calibration quan
 
 
 def _make_model(cfg: RiverModelConfig) -> Any:
-    # Imported lazily: `river.anomaly` pulls in scipy (~1 s); agents without stage 2 skip it.
-    from river import anomaly
+    # Imported lazily, and only the two detectors' own modules: `from river import anomaly`
+    # pulls in scipy and scikit-learn (~2 s, ~95 MB; see agent/river_import.py).
+    from agent.river_import import anomaly_classes
+
+    anomaly = anomaly_classes()
 
     if cfg.kind == "half_space_trees":
         return anomaly.HalfSpaceTrees(
@@ -108,14 +111,20 @@ class RiverStage:
             m.window_size for m in config.models if m.kind == "half_space_trees"])
         self._last_raw: list[float] = []
         self.last_ratios = [0.0] * len(self._models)
+        # The point score_one last mapped and its features, reused by learn_one when the
+        # learnt range did not move in between (the usual case).
+        self._scored_x: list[float] | None = None
+        self._scored_feats: dict[str, float] = {}
 
     @property
     def warming_up(self) -> bool:
         return self._learned < self.config.warmup or not all(k.ready for k in self._calib)
 
     def _features(self, x: Sequence[float]) -> dict[str, float]:
+        if len(x) != len(self.channels):
+            raise ValueError(f"{len(x)} values for {len(self.channels)} channels")
         out = {}
-        for name, v, lo, hi in zip(self.channels, x, self._lo, self._hi, strict=True):
+        for name, v, lo, hi in zip(self.channels, x, self._lo, self._hi, strict=False):
             span = hi - lo
             # The learnt range maps to [0.25, 0.75]: HalfSpaceTrees splits [0, 1], so
             # values beyond the range land in leaves normal data never fills.
@@ -130,6 +139,7 @@ class RiverStage:
             self._last_raw = []
             return 0.0
         feats = self._features(x)
+        self._scored_x, self._scored_feats = list(x), feats
         self._last_raw = [m.score_one(feats) for m in self._models]
         self.last_ratios = [k.ratio(s) for k, s in zip(self._calib, self._last_raw, strict=True)]
         peak = max(self.last_ratios)
@@ -137,12 +147,21 @@ class RiverStage:
 
     def learn_one(self, x: Sequence[float], scored: bool = False) -> None:
         """Learn one accepted point; ``scored``: score_one was just called on this point."""
+        lo, hi = self._lo, self._hi
+        moved = False
         for i, v in enumerate(x):
-            if v < self._lo[i]:
-                self._lo[i] = v
-            if v > self._hi[i]:
-                self._hi[i] = v
-        feats = self._features(x)
+            if v < lo[i]:
+                lo[i] = v
+                moved = True
+            if v > hi[i]:
+                hi[i] = v
+                moved = True
+        feats = (
+            self._scored_feats
+            if not moved and self._scored_x is not None and self._scored_x == list(x)
+            else self._features(x)
+        )
+        self._scored_x = None
         calibrate = (
             self._learned >= self._calibrate_from
             and self._learned % self.calibration_every == 0
@@ -171,3 +190,4 @@ class RiverStage:
         self._lo = list(state["lo"])
         self._hi = list(state["hi"])
         self._learned = int(state["learned"])
+        self._scored_x = None
