@@ -48,15 +48,16 @@ CONFIG = ROOT / "configs" / "skab.yaml"
 
 # The stage-3 chart, fitted per file on its 400 training rows (global parameters). These are
 # the choice of cross_validate()'s selection rule on all 34 files (its held-out figures are
-# in skab.json); clear_after (5) is in configs/skab.yaml.
+# in skab.json); clear_after (40) is in configs/skab.yaml.
 CHART: dict[str, Any] = {
     "channels": ("Accelerometer1RMS", "Accelerometer2RMS", "Volume Flow RateRMS"),
-    "window": 5,
+    "window": 10,
+    "decay": 0.2,
     "threshold": 4.0,
     "rules": {
-        "Accelerometer1RMS": {"rel_tolerance": 0.1},
-        "Accelerometer2RMS": {"rel_tolerance": 0.1},
-        "Volume Flow RateRMS": {"direction": "both"},
+        "Accelerometer1RMS": {"rel_tolerance": 0.05},
+        "Accelerometer2RMS": {"rel_tolerance": 0.05},
+        "Volume Flow RateRMS": {"rel_tolerance": 0.025},
     },
 }
 
@@ -67,7 +68,7 @@ CHART: dict[str, Any] = {
 def make_chart(params: dict[str, Any], train: np.ndarray) -> WindowMeanChart:
     rules = {k: ChannelRule(**v) for k, v in params.get("rules", {}).items()}
     return WindowMeanChart(tuple(params["channels"]), params["window"], params["threshold"],
-                           rules).fit(train)
+                           rules, decay=params.get("decay", 0.0)).fit(train)
 
 
 def chart_model(params: dict[str, Any], f: sm.SkabFile) -> OnnxModel:
@@ -199,62 +200,86 @@ def write_scores(root: Path, files: list[sm.SkabFile], res: dict[str, Any]) -> N
 
 def policy_alerts(ratios: np.ndarray, clear_after: int) -> np.ndarray:
     """The agent's AlertPolicy with k = n = 1 and clear_threshold = threshold (vectorised
-    ratios in, 0/1 out); the test part only. Checked against replay in the tests."""
-    hit = ratios >= 1.0
-    out = np.zeros(len(hit), dtype=np.int8)
-    on, below = False, 0
-    for i in range(sm.N_TRAIN, len(hit)):
-        if not on:
-            if hit[i]:
-                on, below = True, 0
-        else:
-            below = 0 if hit[i] else below + 1
-            if below >= clear_after:
-                on = False
-        out[i] = on
-    return out
+    ratios in, 0/1 out); the test part only. Checked against replay in the tests.
+
+    The alert is raised by a ratio >= 1 and cleared by ``clear_after`` consecutive ratios
+    below 1, so row ``t`` is alerting iff a test row in ``t - clear_after + 1 .. t`` hit."""
+    hit = np.asarray(ratios) >= 1.0
+    hit[: sm.N_TRAIN] = False
+    c = np.concatenate([[0], np.cumsum(hit)])
+    i = np.arange(len(hit))
+    lo = np.maximum(0, i - clear_after + 1)
+    return ((c[i + 1] - c[lo]) > 0).astype(np.int8)
 
 
 CV_GRID: dict[str, list[Any]] = {
-    "window": [5, 10, 20],
+    "window_decay": [(10, 0.2), (20, 0.1), (20, 0.2), (30, 0.1)],
     "threshold": [3.5, 4.0, 5.0, 6.0],
-    "acc_rel_tolerance": [0.0, 0.02, 0.05, 0.1],
-    "flow_direction": ["both", "down"],
-    "clear_after": [1, 5, 10, 20],
+    "acc_rel_tolerance": [0.05, 0.1],
+    "flow_rel_tolerance": [0.01, 0.015, 0.02, 0.025, 0.03],
+    "clear_after": [1, 5, 10, 20, 40],
 }
 
 
-def _params(window: int, threshold: float, rel: float, flow_dir: str) -> dict[str, Any]:
-    return {**CHART, "window": window, "threshold": threshold, "rules": {
+def _params(window_decay: tuple[int, float], threshold: float, rel: float,
+            flow_rel: float) -> dict[str, Any]:
+    window, decay = window_decay
+    return {**CHART, "window": window, "decay": decay, "threshold": threshold, "rules": {
         "Accelerometer1RMS": {"rel_tolerance": rel},
         "Accelerometer2RMS": {"rel_tolerance": rel},
-        "Volume Flow RateRMS": {"direction": flow_dir},
+        "Volume Flow RateRMS": {"rel_tolerance": flow_rel},
     }}
 
 
-def cross_validate(files: list[sm.SkabFile]) -> dict[str, Any]:
-    """Leave-files-out CV of the chart + policy parameters over :data:`CV_GRID`.
+CV_NAMES = ("window_decay", "threshold", "acc_rel_tolerance", "flow_rel_tolerance",
+            "clear_after")
+
+# What each ingredient of CV_GRID buys: the same CV with one ingredient taken away (or, for
+# "flat_or_weighted", offered next to the flat window), reported as held-out figures.
+CV_ABLATIONS: dict[str, dict[str, list[Any]]] = {
+    "flat_window": {**CV_GRID, "window_decay": [(5, 0.0), (10, 0.0), (20, 0.0), (30, 0.0)]},
+    "flat_or_weighted": {**CV_GRID, "window_decay": [(5, 0.0), (10, 0.0), (20, 0.0),
+                                                     (30, 0.0), *CV_GRID["window_decay"]]},
+    "no_flow_tolerance": {**CV_GRID, "flow_rel_tolerance": [0.0]},
+    "clear_after_max_20": {**CV_GRID, "clear_after": [1, 5, 10, 20]},
+}
+
+Conf = dict[tuple[Any, ...], dict[str, sm.Confusion]]
+
+
+def grid_confusions(files: list[sm.SkabFile], grid: dict[str, list[Any]],
+                    cache: Conf | None = None) -> Conf:
+    """Per-file confusions of every grid point (vectorised chart + policy; ``cache`` is
+    shared between grids so that a setting is scored once)."""
+    cache = {} if cache is None else cache
+    out: Conf = {}
+    for g in itertools.product(*(grid[n] for n in CV_NAMES)):
+        if g not in cache:
+            *chart_args, ca = g
+            p = _params(*chart_args)
+            part: dict[str, sm.Confusion] = {}
+            for f in files:
+                idx = [f.table.columns.index(c) for c in p["channels"]]
+                x = f.table.values[:, idx]
+                ratios = make_chart(p, x[: sm.N_TRAIN]).score_rows(x)
+                part[f.key] = sm.confusion(f.labels, policy_alerts(ratios, ca))
+            cache[g] = part
+        out[g] = cache[g]
+    return out
+
+
+def cross_validate(files: list[sm.SkabFile], grid: dict[str, list[Any]] | None = None,
+                   cache: Conf | None = None) -> dict[str, Any]:
+    """Leave-files-out CV of the chart + policy parameters over ``grid`` (:data:`CV_GRID`).
 
     Selection rule on the tuning files: the largest F1 among settings with FAR <= 10 %
     (then the smallest FAR + MAR). Two fold schemes: by group (tune on valve1, test on
     valve2 + other, and the reverse) and 4 interleaved folds (file i -> fold i mod 4).
     Each file is held out exactly once per scheme; the held-out confusions are pooled.
     """
+    grid = CV_GRID if grid is None else grid
     keys = [f.key for f in files]
-    labels = {f.key: f.labels for f in files}
-    conf: dict[tuple[Any, ...], dict[str, sm.Confusion]] = {}
-    for w, thr, rel, fd in itertools.product(CV_GRID["window"], CV_GRID["threshold"],
-                                             CV_GRID["acc_rel_tolerance"],
-                                             CV_GRID["flow_direction"]):
-        p = _params(w, thr, rel, fd)
-        ratios = {}
-        for f in files:
-            idx = [f.table.columns.index(c) for c in p["channels"]]
-            x = f.table.values[:, idx]
-            ratios[f.key] = make_chart(p, x[: sm.N_TRAIN]).score_rows(x)
-        for ca in CV_GRID["clear_after"]:
-            conf[(w, thr, rel, fd, ca)] = {
-                k: sm.confusion(labels[k], policy_alerts(ratios[k], ca)) for k in keys}
+    conf = grid_confusions(files, grid, cache)
 
     def pick(tune: list[str]) -> tuple[Any, ...]:
         def key(g: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -262,8 +287,7 @@ def cross_validate(files: list[sm.SkabFile]) -> dict[str, Any]:
             return (c.far <= 10.0, c.f1, -(c.far + c.mar))
         return max(conf, key=key)
 
-    names = ("window", "threshold", "acc_rel_tolerance", "flow_direction", "clear_after")
-    out: dict[str, Any] = {"grid": CV_GRID, "selection": "max F1 s.t. FAR <= 10 % on the "
+    out: dict[str, Any] = {"grid": grid, "selection": "max F1 s.t. FAR <= 10 % on the "
                            "tuning files, ties: min FAR + MAR", "schemes": {}}
     schemes = {
         "by_group": [[k for k in keys if k.startswith("valve1/")],
@@ -279,12 +303,23 @@ def cross_validate(files: list[sm.SkabFile]) -> dict[str, Any]:
             c_test = sum((conf[g][k] for k in test), sm.Confusion())
             c_tune = sum((conf[g][k] for k in tune), sm.Confusion())
             held = held + c_test
-            rows.append({"test_files": test, "chosen": dict(zip(names, g, strict=True)),
+            rows.append({"test_files": test, "chosen": dict(zip(CV_NAMES, g, strict=True)),
                          "tune": c_tune.as_dict(), "held_out": c_test.as_dict()})
         out["schemes"][scheme] = {"folds": rows, "held_out_pooled": held.as_dict()}
     g = pick(keys)
-    out["all_files_choice"] = dict(zip(names, g, strict=True))
+    out["all_files_choice"] = dict(zip(CV_NAMES, g, strict=True))
     out["all_files_choice_score"] = sum((conf[g][k] for k in keys), sm.Confusion()).as_dict()
+    return out
+
+
+def ablations(files: list[sm.SkabFile], cache: Conf) -> dict[str, Any]:
+    """Held-out figures of the CV over each grid of :data:`CV_ABLATIONS`."""
+    out = {}
+    for name, grid in CV_ABLATIONS.items():
+        cv = cross_validate(files, grid, cache)
+        out[name] = {"grid": grid, "all_files_choice": cv["all_files_choice"],
+                     "all_files_choice_score": cv["all_files_choice_score"],
+                     **{s: v["held_out_pooled"] for s, v in cv["schemes"].items()}}
     return out
 
 
@@ -335,6 +370,23 @@ def plot(results: dict[str, dict[str, Any]], main: str, path: Path) -> None:
     plt.close(fig)
 
 
+def cv_table(cv: dict[str, Any], abl: dict[str, Any]) -> str:
+    def fig(c: dict[str, Any]) -> str:
+        return f"{c['F1']:.2f} / {c['FAR']:.2f} / {c['MAR']:.2f}"
+
+    rows = {"CV_GRID (shipped)": {"by_group": cv["schemes"]["by_group"]["held_out_pooled"],
+                                  "interleaved_4fold":
+                                      cv["schemes"]["interleaved_4fold"]["held_out_pooled"],
+                                  "all_files_choice_score": cv["all_files_choice_score"]},
+            **abl}
+    lines = ["| CV grid | by group F1 / FAR / MAR | 4-fold F1 / FAR / MAR | "
+             "all-files choice F1 / FAR / MAR |", "|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {fig(r['by_group'])} | {fig(r['interleaved_4fold'])} | "
+                     f"{fig(r['all_files_choice_score'])} |")
+    return "\n".join(lines)
+
+
 def config_summary(cfg: AgentConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     return {k: d[k] for k in ("streams", "detectors", "escalation", "alerts")}
@@ -375,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     write_scores(Path(args.scores) if args.scores else out / "tmp" / "skab_scores", files,
                  results[main_name])
     refs = sm.reference_scores(files)
-    cv = None if args.no_cv else cross_validate(files)
+    cache: Conf = {}
+    cv = None if args.no_cv else cross_validate(files, CV_GRID, cache)
+    abl = None if args.no_cv else ablations(files, cache)
 
     for r in results.values():
         r.pop("_alerts"), r.pop("_scores")
@@ -394,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         "leaderboard": [dict(zip(("name", "F1", "FAR", "MAR", "looks_ahead"), r, strict=True))
                         for r in sm.LEADERBOARD],
         "cross_validation": cv,
+        "cv_ablations": abl,
     }
     common.save_json(out / "skab.json", report)
     plot(results, main_name, out / "skab.png")
@@ -412,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"CV {scheme:18s} held-out pooled: F1 {h['F1']:.2f}  FAR {h['FAR']:.2f} %  "
                   f"MAR {h['MAR']:.2f} %")
         print(f"CV choice on all files: {cv['all_files_choice']}")
+    if abl:
+        print(cv_table(cv, abl))
     if not args.no_readme:
         body = (
             f"SKAB outlier track, `python benchmarks/skab.py` ({report['date']}, "
@@ -425,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
             body += "\n\nLeave-files-out CV (held-out, pooled): " + "; ".join(
                 f"{s}: F1 {v['held_out_pooled']['F1']:.2f} / FAR {v['held_out_pooled']['FAR']:.2f}"
                 f" / MAR {v['held_out_pooled']['MAR']:.2f}" for s, v in cv["schemes"].items()) + "."
+        if cv and abl:
+            body += ("\n\nWhat each ingredient of the CV grid buys (held-out, pooled; the same "
+                     "selection rule on each grid):\n\n" + cv_table(cv, abl))
         common.update_readme("skab", body)
     return 0
 

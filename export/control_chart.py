@@ -20,6 +20,14 @@ and turns it into a *threshold ratio* like every stage of the agent (docs/fusion
   ``s_c`` is measured on windowed means, so autocorrelation is accounted for.
 * **Why a frozen baseline.** The episodes last hundreds of points: a baseline that keeps
   learning absorbs them. The baseline is refitted when the model is (re)built.
+* **Exponential weighting (``decay``).** With ``decay = q > 0`` the window mean becomes
+  an exponentially weighted mean of the same ``window`` points (weight ``(1 - q)^k`` for
+  the point ``k`` steps back, normalised): an EWMA chart truncated to the window. Its mean
+  follows a step sooner than a flat mean of the same length and forgets a spike sooner;
+  ``s_c`` is measured on the same weighted means, so the threshold keeps its meaning.
+  ``decay = 0`` is the plain mean. Still O(channels) per point (a truncated EWMA is a
+  recursion: ``S <- (1 - q) S + x_t - (1 - q)^window x_(t - window)``) and exactly a
+  weighted sum over the window in the ONNX graph.
 * **Direction and tolerance** mean what they mean in stage 1 (``ChannelConfig``): a
   channel may alert only on rises (``up``) or drops (``down``); a deviation smaller than
   the tolerance (absolute, or relative to the baseline level) is no anomaly, however
@@ -80,6 +88,7 @@ class WindowMeanChart:
     threshold: float = 5.0
     rules: Mapping[str, ChannelRule] = field(default_factory=dict)
     min_scale: float = 1e-9  # floor of s_c, relative to 1 + |mu_c|
+    decay: float = 0.0  # exponential weighting of the window (0 = plain mean), see above
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -89,6 +98,8 @@ class WindowMeanChart:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
         unknown = sorted(set(self.rules) - set(self.channels))
         if unknown:
             raise ValueError(f"rules for unknown channels {unknown}")
@@ -102,6 +113,9 @@ class WindowMeanChart:
         self.mu = np.zeros(c)
         self.scale = np.ones(c)
         self.fitted = False
+        self._q = 1.0 - self.decay
+        self._weights = window_weights(self.window, self.decay)  # oldest .. newest
+        self._norms = np.cumsum(self._weights[::-1])  # sum of the newest 1, 2, .. weights
         self._ring = np.zeros((self.window, c))
         self._sum = np.zeros(c)
         self._head = 0
@@ -119,7 +133,7 @@ class WindowMeanChart:
         if not np.isfinite(x).all():
             raise ValueError("training rows must be finite")
         self.mu = x.mean(axis=0)
-        means = trailing_means(x, self.window)[self.window - 1 :]
+        means = trailing_means(x, self.window, self.decay)[self.window - 1 :]
         s = means.std(axis=0)
         self.scale = np.maximum(s, self.min_scale * (1.0 + np.abs(self.mu)))
         self.fitted = True
@@ -146,29 +160,30 @@ class WindowMeanChart:
     def push(self, x: Sequence[float]) -> None:
         """Add one point (all channels finite; the caller carries missing values forward)."""
         v = np.asarray(x, dtype=np.float64)
+        self._sum *= self._q  # weighted sum: newest weight 1, k steps back (1 - decay)^k
         if self._count >= self.window:
-            self._sum -= self._ring[self._head]
+            self._sum -= self._weights[0] * self._q * self._ring[self._head]
         else:
             self._count += 1
         self._ring[self._head] = v
         self._sum += v
         self._head = (self._head + 1) % self.window
         if self._head == 0:  # once per window: exact sum again, no rounding drift
-            self._sum = self._ring[: self._count].sum(axis=0) if self._count < self.window \
-                else self._ring.sum(axis=0)
+            self._sum = self._weights[-self._count :] @ self._ring[: self._count]
 
     def score_one(self, x: Sequence[float]) -> float:
         """Push ``x`` and return the threshold ratio of the window ending at ``x``."""
         if not self.fitted:
             raise RuntimeError("fit() the chart before scoring")
         self.push(x)
-        z = (self._sum / self._count - self.mu) / self.scale
+        z = (self._sum / self._norms[self._count - 1] - self.mu) / self.scale
         self.last_ratios = self._ratios(z)
         return float(self.last_ratios.max())
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         """Ratios of every row of ``rows`` as if streamed from a fresh window (vectorised)."""
-        z = (trailing_means(np.asarray(rows, dtype=np.float64), self.window) - self.mu) / self.scale
+        x = np.asarray(rows, dtype=np.float64)
+        z = (trailing_means(x, self.window, self.decay) - self.mu) / self.scale
         return self._ratios(z).max(axis=1)
 
     @staticmethod
@@ -181,8 +196,8 @@ class WindowMeanChart:
                 golden_rows: np.ndarray | None = None) -> bytes:
         """The chart as an ONNX model with the agent's metadata (``output: score``).
 
-        The agent scales the window with ``scaler = (mu, s)``; the graph takes the mean over
-        time, applies direction, tolerance and per-channel thresholds and outputs the
+        The agent scales the window with ``scaler = (mu, s)``; the graph takes the (weighted)
+        mean over time, applies direction, tolerance and per-channel thresholds and outputs the
         largest ratio; the model's ``threshold`` is 1.0, so ``score = r / (1 + r)`` exactly
         as :meth:`unit`. ``golden_rows`` (raw rows, >= window) give golden vectors.
         """
@@ -200,9 +215,13 @@ class WindowMeanChart:
             numpy_helper.from_array(self._down.astype(f32), "down"),
             numpy_helper.from_array(self.tolerance_z.astype(f32), "tol"),
             numpy_helper.from_array(np.zeros(c, dtype=f32), "zero"),
+            numpy_helper.from_array(
+                (self._weights / self._weights.sum()).astype(f32).reshape(w, 1), "weights"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "time_axis"),
         ]
         nodes = [
-            helper.make_node("ReduceMean", ["input"], ["z"], axes=[1], keepdims=0),
+            helper.make_node("Mul", ["input", "weights"], ["weighted"]),
+            helper.make_node("ReduceSum", ["weighted", "time_axis"], ["z"], keepdims=0),
             helper.make_node("Relu", ["z"], ["z_up"]),
             helper.make_node("Neg", ["z"], ["neg_z"]),
             helper.make_node("Relu", ["neg_z"], ["z_down"]),
@@ -237,7 +256,7 @@ class WindowMeanChart:
             golden = []
             for end in picks:
                 win = rows[end - w : end]
-                z = ((win - self.mu) / self.scale).mean(axis=0)
+                z = self._weights @ ((win - self.mu) / self.scale) / self._weights.sum()
                 golden.append(GoldenVector(
                     window=tuple(tuple(float(v) for v in r) for r in win),
                     raw_score=float(self._ratios(z).max()),
@@ -255,9 +274,21 @@ def _asdict(meta: object) -> dict[str, object]:
     return asdict(meta)  # type: ignore[call-overload]
 
 
-def trailing_means(x: np.ndarray, window: int) -> np.ndarray:
-    """Row ``t``: the mean of rows ``max(0, t - window + 1) .. t`` (causal; vectorised)."""
+def window_weights(window: int, decay: float) -> np.ndarray:
+    """Unnormalised weights of a window, oldest first: ``(1 - decay)^k``, k steps back."""
+    return (1.0 - decay) ** np.arange(window - 1, -1, -1, dtype=np.float64)
+
+
+def trailing_means(x: np.ndarray, window: int, decay: float = 0.0) -> np.ndarray:
+    """Row ``t``: the mean of rows ``max(0, t - window + 1) .. t`` (causal; vectorised),
+    weighted ``(1 - decay)^k`` for the row ``k`` steps back when ``decay > 0``."""
     x = np.asarray(x, dtype=np.float64)
+    if decay > 0.0:
+        wts = window_weights(window, decay)[::-1]  # newest first
+        num = np.stack([np.convolve(col, wts)[: len(x)] for col in x.T], axis=1) \
+            if len(x) else np.zeros_like(x)
+        den = np.cumsum(wts)[np.minimum(np.arange(len(x)), window - 1)]
+        return num / den[:, None]
     c = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
     i = np.arange(len(x))
     lo = np.maximum(0, i - window + 1)
