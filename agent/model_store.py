@@ -38,6 +38,7 @@ import numpy as np
 from agent.config import StreamConfig
 from agent.errors import ModelLoadError, ModelMetadataError, ModelUpdateError, Reason
 from agent.jsonsafe import loads as loads_json
+from agent.model_meta import NEXT_EVENT
 from agent.onnx_scorer import GOLDEN_ATOL, GOLDEN_RTOL, OnnxModel
 from agent.signing import KeyRing, is_signed
 
@@ -295,11 +296,15 @@ def check_fits(model: OnnxModel, manifest: Mapping[str, Any],
 
 def verify_model(data: bytes, manifest: Mapping[str, Any], *, keys: KeyRing,
                  require_signed: bool, max_bytes: int, streams: Sequence[StreamConfig],
-                 load: Callable[[bytes, str], OnnxModel]) -> Verified:
+                 load: Callable[[bytes, str], OnnxModel],
+                 event_fit: Callable[[Any, Mapping[str, Any]], object] | None = None
+                 ) -> Verified:
     """Size, SHA-256, signature, ONNX load in a shadow session, fit, golden vectors.
 
-    ``load(data, source)`` builds the shadow :class:`OnnxModel` without golden checks
-    (they are run here, so their failure gets its own reason).
+    ``load(data, source)`` builds the shadow :class:`OnnxModel` (or, for a ``next_event``
+    model, a :class:`~agent.events.sequence.NextEventModel`) without golden checks (they
+    are run here, so their failure gets its own reason). A ``next_event`` model is fitted
+    to the event sources by ``event_fit(model, manifest)`` instead of to the streams.
     """
     m = check_manifest(dict(manifest), max_bytes)
     key = check_signature(m, keys, require_signed)
@@ -322,7 +327,13 @@ def verify_model(data: bytes, manifest: Mapping[str, Any], *, keys: KeyRing,
         raise ModelUpdateError(
             Reason.MANIFEST_MISMATCH, f"manifest says {m['name']} {m['version']}, the model "
                                       f"{model.meta.name} {model.meta.version}")
-    check_fits(model, m, streams)
+    if model.meta.kind == NEXT_EVENT:
+        if event_fit is None:
+            raise ModelUpdateError(Reason.FEATURES_MISMATCH, "next_event models are not "
+                                                             "accepted here")
+        event_fit(model, m)
+    else:
+        check_fits(model, m, streams)
     _check_golden(model, m)
     return Verified(model, m, data, key)
 

@@ -29,6 +29,8 @@ from agent.config import AgentConfig
 from agent.control import CommandError
 from agent.errors import ModelLoadError, ModelUpdateError, Reason
 from agent.jsonsafe import loads as loads_json
+from agent.model_kind import AUTOENCODER, check_event_fit, peek_kind
+from agent.model_meta import NEXT_EVENT
 from agent.model_store import (
     CONFIG,
     ModelStore,
@@ -140,12 +142,18 @@ class UpdateHost(Protocol):
     transport: Any
     tree: TopicTree
     ingest: Any
+    events: Any  # agent.events.live.EventLive | None: the next-event model's slot
 
     def cmd_rebirth(self) -> dict[str, Any]: ...
 
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def _item_bytes(item: tuple[Any, ...]) -> int:
+    """Payload bytes a queued ``(topic, payload)`` item holds (0 for a callable item)."""
+    return len(item[1]) if not callable(item[0]) and isinstance(item[1], bytes) else 0
 
 
 class ModelUpdater:
@@ -160,19 +168,25 @@ class ModelUpdater:
         self.clock = clock
         self.keys = KeyRing.from_files([cfg.resolve_path(k) for k in mc.public_keys])
         self.store = ModelStore(cfg.resolve_path(mc.dir), mc.keep)
+        # one active model per kind: next_event models have a store (pointer) of their own
+        self.event_store = ModelStore(cfg.resolve_path(mc.dir) / NEXT_EVENT, mc.keep)
+        self._last_kind = AUTOENCODER  # what cmd/model_rollback undoes
+        self._watch_kind = AUTOENCODER
         self.watch_dir = cfg.resolve_path(mc.watch_dir) if mc.watch_dir else None
         self.counts: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.swap_ms: float | None = None
         self.first_window_ms: float | None = None
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=10_000)
+        self._queued_bytes = 0  # payload bytes waiting in _queue (<= models.max_queue_bytes)
+        self._room = threading.Condition()
         self._staging: Staging | None = None
         self._last_chunk = 0.0
         self._stall_reported = False
         self._watch: HealthWatch | None = None
         self._health_pending = False
         self._verified_at: float | None = None
-        self._cache: dict[str, OnnxModel] = {}
+        self._cache: dict[str, Any] = {}
         self._last_state: bytes | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="models", daemon=True)
@@ -186,11 +200,45 @@ class ModelUpdater:
         return topic.startswith(f"{self.host.tree.root}/model/")
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """paho network thread: enqueue only (blocking briefly rather than losing a chunk)."""
+        """paho network thread: enqueue only (blocking briefly rather than losing a chunk).
+
+        An offer over ``models.max_offer_bytes`` or a chunk over ``max_chunk_bytes`` is
+        not queued (the queue would otherwise hold up to 10 000 unchecked payloads): only
+        its size goes to the models thread, which refuses it."""
+        mc = self.config
+        limit = mc.max_offer_bytes if topic == self.host.tree.model_offer else mc.max_chunk_bytes
+        item: tuple[Any, ...] = (topic, payload)
+        if len(payload) > limit:
+            item = (self._oversize, topic, len(payload), limit)
+        n = _item_bytes(item)
+        with self._room:  # the bytes waiting are bounded too, not only their count
+            if not self._room.wait_for(
+                    lambda: self._queued_bytes + n <= mc.max_queue_bytes, timeout=5.0):
+                self.counts["dropped"] += 1
+                return
+            self._queued_bytes += n
         try:
-            self._queue.put((topic, payload), timeout=5.0)
+            self._queue.put(item, timeout=5.0)
         except queue.Full:
+            self._release(n)
             self.counts["dropped"] += 1
+
+    def _release(self, n: int) -> None:
+        if n:
+            with self._room:
+                self._queued_bytes -= n
+                self._room.notify_all()
+
+    def _oversize(self, topic: str, size: int, limit: int) -> None:
+        self.counts["oversize"] += 1
+        detail = f"{size} bytes on {topic.rsplit('/model/', 1)[-1]}, limit {limit}"
+        if topic == self.host.tree.model_offer:
+            self.counts["offers"] += 1
+            self._set_state("failed", reason=Reason.TOO_LARGE, detail=f"offer of {detail} "
+                            "(models.max_offer_bytes)", origin="mqtt")
+        elif self.counts["oversize"] == 1:
+            log.warning("model update: chunk of %s (models.max_chunk_bytes) dropped unread; "
+                        "further ones are only counted", detail)
 
     def on_connected(self) -> None:
         if self._last_state is not None:
@@ -222,6 +270,47 @@ class ModelUpdater:
                  model.meta.version, sha[:16])
         self._set_state("active", manifest=manifest, model=model, origin="startup")
         return model
+
+    def startup_event_model(self) -> Any:
+        """The last active next-event model from its store, None for the configured."""
+        sha = self.event_store.pointer().current
+        if sha is None:
+            return None
+        try:
+            data, manifest = self.event_store.load(sha)
+            model = self._verify(data, manifest).model
+        except ModelUpdateError as exc:
+            log.error("last active next-event model %s refused at start, using the "
+                      "configured one: %s", sha[:16], exc)
+            self._set_state("failed", manifest={"sha256": sha}, reason=exc.reason,
+                            detail=exc.detail, origin="startup", kind=NEXT_EVENT)
+            return None
+        self._cache[sha] = model
+        log.info("events stage 3: last active model %s %s (%s...)", model.meta.name,
+                 model.meta.version, sha[:16])
+        self._set_state("active", manifest=manifest, model=model, origin="startup",
+                        kind=NEXT_EVENT)
+        return model
+
+    # ------------------------------------------------------------------ kinds
+    def _store_of(self, kind: str) -> ModelStore:
+        return self.event_store if kind == NEXT_EVENT else self.store
+
+    def _current(self, kind: str) -> Any:
+        if kind == NEXT_EVENT:
+            ev = getattr(self.host, "events", None)
+            return ev.model if ev is not None else None
+        return self.host.model
+
+    def _active_shas(self) -> set[str]:
+        return {m.sha256 for m in (self._current(AUTOENCODER), self._current(NEXT_EVENT))
+                if m is not None}
+
+    def _alerts(self, kind: str) -> int:
+        if kind == NEXT_EVENT:
+            ev = getattr(self.host, "events", None)
+            return sum(ev.engine.alert_counts.values()) if ev is not None else 0
+        return sum(self.host.engine.alert_counts.values())
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -261,6 +350,7 @@ class ModelUpdater:
         while not self._stop.is_set():
             try:
                 item = self._queue.get(timeout=0.1)
+                self._release(_item_bytes(item))
             except queue.Empty:
                 item = None
             try:
@@ -311,11 +401,13 @@ class ModelUpdater:
             self._set_state("failed", manifest=manifest, reason=exc.reason, detail=exc.detail,
                             offer_id=offer_id, origin="mqtt")
             return
-        current = self.host.model
-        if current is not None and current.sha256 == offer.sha256:
-            self._set_state("active", manifest=offer.manifest, model=current,
-                            offer_id=offer.offer_id, detail="already active", origin="mqtt")
-            return
+        for kind in (AUTOENCODER, NEXT_EVENT):
+            current = self._current(kind)
+            if current is not None and current.sha256 == offer.sha256:
+                self._set_state("active", manifest=offer.manifest, model=current, kind=kind,
+                                offer_id=offer.offer_id, detail="already active",
+                                origin="mqtt")
+                return
         staging = self.store.stage(offer)
         self._staging, self._last_chunk, self._stall_reported = staging, self.clock(), False
         self._set_state("receiving", manifest=offer.manifest, offer_id=offer.offer_id,
@@ -373,8 +465,7 @@ class ModelUpdater:
                                 origin=origin)
                 mark_drop(path, False)
                 continue
-            current = self.host.model
-            if current is not None and current.sha256 == manifest.get("sha256"):
+            if manifest.get("sha256") in self._active_shas():
                 mark_drop(path, True)
                 continue
             try:
@@ -385,7 +476,16 @@ class ModelUpdater:
             mark_drop(path, self._verify_and_activate(data, manifest, origin))
 
     # ------------------------------------------------------------------ verify, activate
-    def _load(self, data: bytes, source: str) -> OnnxModel:
+    def _load(self, data: bytes, source: str) -> Any:
+        """The shadow session of the model's kind (no golden checks: verify_model runs
+        them)."""
+        if peek_kind(data) == NEXT_EVENT:
+            from agent.events.sequence import NextEventModel
+
+            sc = self.host.cfg.events.sequence
+            return NextEventModel(data, providers=sc.providers,
+                                  intra_op_threads=sc.intra_op_threads, verify_golden=False,
+                                  source=source, top_k=sc.top_k, min_prob=sc.min_prob)
         o = self.host.cfg.detectors.onnx
         return OnnxModel(data, providers=o.providers, intra_op_threads=o.intra_op_threads,
                          inter_op_threads=o.inter_op_threads, verify_golden=False,
@@ -395,7 +495,15 @@ class ModelUpdater:
         mc = self.config
         return verify_model(data, manifest, keys=self.keys, require_signed=mc.require_signed,
                             max_bytes=mc.max_bytes, streams=self.host.cfg.streams,
-                            load=self._load)
+                            load=self._load, event_fit=self._event_fit)
+
+    def _event_fit(self, model: Any, manifest: Any) -> None:
+        ev = self.host.cfg.events
+        check_event_fit(model, manifest, ev.sources, ev.sequence.history)
+        if not ev.live:
+            raise ModelUpdateError(Reason.FEATURES_MISMATCH, "a next_event model, but the "
+                                                             "event sources are not live "
+                                                             "(events.live: false)")
 
     def _verify_and_activate(self, data: bytes, manifest: Any, origin: str,
                              offer_id: str = "") -> bool:
@@ -406,24 +514,34 @@ class ModelUpdater:
                             detail=exc.detail, offer_id=offer_id, origin=origin)
             return False
         self._set_state("verified", manifest=verified.manifest, offer_id=offer_id,
-                        key_id=verified.key_id, origin=origin)
+                        key_id=verified.key_id, origin=origin, kind=verified.model.meta.kind)
         verified_at = self.clock()
-        sha = self.store.save(data, verified.manifest)
-        self.store.activate(sha, time.time())
-        model = WatchedModel(verified.model, self.clock)
-        self.host.ingest.put_control(
-            lambda: self._swap(model, "active", verified_at, origin=origin, offer_id=offer_id))
+        kind = verified.model.meta.kind
+        store = self._store_of(kind)
+        sha = store.save(data, verified.manifest)
+        store.activate(sha, time.time())
+        model = verified.model if kind == NEXT_EVENT else WatchedModel(verified.model,
+                                                                       self.clock)
+        self.host.ingest.put_control(lambda: self._swap(
+            model, "active", verified_at, kind=kind, origin=origin, offer_id=offer_id))
         return True
 
-    def _swap(self, model: OnnxModel | None, state: str, verified_at: float | None,
-              **extra: Any) -> None:
-        """Detection thread, between two points."""
+    def _swap(self, model: Any, state: str, verified_at: float | None,
+              kind: str = AUTOENCODER, **extra: Any) -> None:
+        """Detection thread, between two points (or two events)."""
         t0 = self.clock()
         host = self.host
-        previous = host.model
-        host.engine.set_model(model)
-        host.model = model
-        self._cache = {m.sha256: m for m in (model, previous) if m is not None}
+        previous = self._current(kind)
+        if kind == NEXT_EVENT:
+            used = host.events.set_model(model) if host.events is not None else []
+            log.info("next-event model %s scores sources %s",
+                     model.meta.version if model is not None else None, used)
+        else:
+            host.engine.set_model(model)
+            host.model = model
+        other = self._current(NEXT_EVENT if kind == AUTOENCODER else AUTOENCODER)
+        self._cache = {m.sha256: m for m in (model, previous, other) if m is not None}
+        self._last_kind = kind
         if verified_at is not None:
             self.swap_ms = (t0 - verified_at) * 1000.0
             self._verified_at = verified_at
@@ -432,22 +550,23 @@ class ModelUpdater:
         h = self.config.health
         self._watch = None
         if state == "active":
-            self._watch = HealthWatch(t0, sum(host.engine.alert_counts.values()),
-                                      h.window_s, h.max_alert_rate_per_min, h.max_errors)
-        self._set_state(state, model=model, **extra)
+            self._watch_kind = kind
+            self._watch = HealthWatch(t0, self._alerts(kind), h.window_s,
+                                      h.max_alert_rate_per_min, h.max_errors)
+        self._set_state(state, model=model, kind=kind, **extra)
 
     def _check_health(self) -> None:
         """Detection thread: the post-activation health check of the active model."""
         self._health_pending = False
-        watch, model = self._watch, self.host.model
+        kind = self._watch_kind
+        watch, model = self._watch, self._current(kind)
         if watch is None:
             return
         if isinstance(model, WatchedModel) and model.first_scored is not None and (
                 self.first_window_ms is None and self._verified_at is not None):
             self.first_window_ms = (model.first_scored - self._verified_at) * 1000.0
         errors = model.errors if isinstance(model, WatchedModel) else 0
-        verdict = watch.verdict(self.clock(), sum(self.host.engine.alert_counts.values()),
-                                errors)
+        verdict = watch.verdict(self.clock(), self._alerts(kind), errors)
         if verdict is None:
             return
         self._watch = None
@@ -455,38 +574,50 @@ class ModelUpdater:
             log.info("model %s passed its health check", model.sha256[:16] if model else None)
             return
         assert isinstance(verdict, tuple)
-        self._queue.put((self._rollback, verdict[0], verdict[1], "health"))
+        self._queue.put((self._rollback, verdict[0], verdict[1], "health", kind))
 
     # ------------------------------------------------------------------ rollback
     def request_rollback(self) -> dict[str, Any]:
         """``cmd/model_rollback`` (detection thread): check, then roll back off-thread."""
-        history = self.store.pointer().history
+        kind = self._last_kind  # the kind of the last activation is rolled back
+        history = self._store_of(kind).pointer().history
         if not history:
             raise CommandError(409, f"{Reason.NOTHING_TO_ROLL_BACK.value}: no previous model")
         self._watch = None
-        self._queue.put((self._rollback, None, "requested by cmd/model_rollback", "command"))
-        return {"rolling_back_to": history[0]}
+        self._queue.put((self._rollback, None, "requested by cmd/model_rollback", "command",
+                         kind))
+        out: dict[str, Any] = {"rolling_back_to": history[0]}
+        return out | ({"kind": kind} if kind != AUTOENCODER else {})
 
-    def _rollback(self, reason: Reason | None, detail: str, origin: str) -> None:
+    def _rollback(self, reason: Reason | None, detail: str, origin: str,
+                  kind: str = AUTOENCODER) -> None:
         """Models thread: move the pointer back, load the target, swap it in."""
-        current = self.host.model
+        current = self._current(kind)
+        store = self._store_of(kind)
+        model: Any
         try:
-            ptr = self.store.rollback(time.time())
+            ptr = store.rollback(time.time())
             target = ptr.current
-            if target is None:
+            if target is None and kind == NEXT_EVENT:
+                from agent.events.replay import load_sequence_model
+
+                model = load_sequence_model(self.host.cfg)
+            elif target is None:
                 model = model_from_config(self.host.cfg.detectors.onnx, self.host.cfg.resolve_path)
             elif target in self._cache:
                 model = self._cache[target]
             else:
-                data, manifest = self.store.load(target)
-                model = WatchedModel(self._verify(data, manifest).model, self.clock)
+                data, manifest = store.load(target)
+                model = self._verify(data, manifest).model
+                if kind != NEXT_EVENT:
+                    model = WatchedModel(model, self.clock)
         except (ModelUpdateError, ModelLoadError, OSError) as exc:
             r = exc.reason if isinstance(exc, ModelUpdateError) else Reason.STORE_FAILED
             self._set_state("failed", model=current, reason=r, detail=f"rollback: {exc}",
-                            origin=origin)
+                            origin=origin, kind=kind)
             return
         rolled = {"sha256": current.sha256, "name": current.meta.name,
                   "version": current.meta.version} if current is not None else None
         self.host.ingest.put_control(lambda: self._swap(
-            model, "rolled_back", None, reason=reason, detail=detail, origin=origin,
+            model, "rolled_back", None, kind=kind, reason=reason, detail=detail, origin=origin,
             rolled_back=rolled, target=target or CONFIG))

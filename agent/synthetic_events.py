@@ -15,6 +15,12 @@ Anomalies (``ANOMALY_TYPES``), labelled per event:
 * ``unknown_event``: an event id never seen before (a fresh alarm code) is inserted.
 * ``rare_burst``: a known but rare warning repeats 5..10 times in a row.
 
+Every event also carries a *session*: the workflow instance it belongs to
+(``batch-<seed>-17``), as a PLC tags the steps of a batch or job with its order number;
+background events, warnings and bursts belong to none (``""``). The agent's sequence
+stage keys its history by session when events carry one (DeepLog keys by session / block
+id), so a heartbeat between two steps does not push a step out of the model's history.
+
 >>> s = generate_events(300, seed=1)
 >>> len(s.events), set(s.labels)
 (300, {''})
@@ -111,9 +117,13 @@ class EventSet:
     ts: tuple[float, ...]
     events: tuple[str, ...]
     labels: tuple[str, ...]  # "" for normal, else one of ANOMALY_TYPES
+    sessions: tuple[str, ...] = ()  # workflow instance per event, "" for none; () = unknown
 
     def rows(self) -> list[tuple[float, str, str]]:
         return [(t, self.source, e) for t, e in zip(self.ts, self.events, strict=True)]
+
+    def session_of(self, i: int) -> str:
+        return self.sessions[i] if self.sessions else ""
 
 
 def vocabulary() -> list[str]:
@@ -152,6 +162,22 @@ def accepts(workflow: str, events: Sequence[str]) -> bool:
             return False
         states = nxt
     return "END" in states
+
+
+def first_invalid(workflow: str, events: Sequence[str]) -> int | None:
+    """Index of the first event that no valid path of ``workflow`` allows after the ones
+    before it (a causal detector can know from there on), None when every prefix is valid.
+
+    >>> first_invalid("maintenance", ["MAINT_REQUEST", "INSPECT", "LOCKOUT"])
+    1
+    """
+    g = WORKFLOWS[workflow][1]
+    states = {_STARTS[workflow]}
+    for i, ev in enumerate(events):
+        states = {n for s in states if s != "END" and g[s][0] == ev for n, _ in g[s][1]}
+        if not states:
+            return i
+    return None
 
 
 def _inject(kind: str, wf: str, steps: list[str], rng: random.Random,
@@ -205,9 +231,13 @@ def generate_events(
     background = {**BACKGROUND, **RARE}
     events: list[str] = []
     labels: list[str] = []
+    sessions: list[str] = []
     counter = [seed * 1000]
+    instance = 0
     while len(events) < n_events:
         wf = rng.choices(names, weights)[0]
+        instance += 1
+        sid = f"{wf}-{seed}-{instance}"  # unique across runs, like a real batch number
         steps = _walk(WORKFLOWS[wf][1], _STARTS[wf], rng)
         labs = [""] * len(steps)
         if anomalies and rng.random() < rate:
@@ -217,27 +247,32 @@ def generate_events(
         for ev, lab in zip(steps, labs, strict=True):
             events.append(ev)
             labels.append(lab)
+            sessions.append("" if lab == "rare_burst" else sid)  # a warning has no order id
             # background noise between events, never inside an injected burst
             if lab != "rare_burst":
                 for bg, p in background.items():
                     if rng.random() < p:
                         events.append(bg)
                         labels.append("")
-    events, labels = events[:n_events], labels[:n_events]
+                        sessions.append("")
+    events, labels, sessions = events[:n_events], labels[:n_events], sessions[:n_events]
     ts, t = [], t0
     for _ in events:
         t += rng.expovariate(1.0 / mean_gap_s)
         ts.append(round(t, 3))
-    return EventSet(source, tuple(ts), tuple(events), tuple(labels))
+    return EventSet(source, tuple(ts), tuple(events), tuple(labels), tuple(sessions))
 
 
-def write_events_csv(path: str, sets: Sequence[EventSet]) -> None:
-    """``timestamp,source,event`` rows, merged in time order."""
+def write_events_csv(path: str, sets: Sequence[EventSet], sessions: bool = False) -> None:
+    """``timestamp,source,event`` rows, merged in time order; with ``sessions`` a fourth
+    column ``session`` (empty for events of no workflow instance)."""
     import csv
 
-    rows = sorted((r for s in sets for r in s.rows()), key=lambda r: r[0])
+    rows = sorted(((t, s.source, e, s.session_of(i))
+                   for s in sets for i, (t, e) in enumerate(zip(s.ts, s.events, strict=True))),
+                  key=lambda r: r[0])
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["timestamp", "source", "event"])
-        for t, src, ev in rows:
-            w.writerow([f"{t:.3f}", src, ev])
+        w.writerow(["timestamp", "source", "event", *(["session"] if sessions else [])])
+        for t, src, ev, sid in rows:
+            w.writerow([f"{t:.3f}", src, ev, *([sid] if sessions else [])])

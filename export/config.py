@@ -170,12 +170,17 @@ class NextEventParams:
     num_layers: int = 1  # stacked LSTM layers
     top_k: int = 9  # the agent flags an event outside the top k (DeepLog: 9)
     unknown_rate: float = 0.02  # share of history ids replaced by <unknown> while training
+    unknown_insert_rate: float = 0.05  # share of histories with one <unknown> inserted
+    min_prob: float = 0.0  # the agent also flags a probability below this (0 = top-k only)
     min_count: int = 1  # events seen fewer times map to <unknown>
     max_vocab: int = 5000  # ids, <pad> and <unknown> included
 
     def __post_init__(self) -> None:
         _need(self.top_k >= 3, "top_k", f"must be >= 3, got {self.top_k}")
         _need(0.0 <= self.unknown_rate < 0.5, "unknown_rate", "must be in [0, 0.5)")
+        _need(0.0 <= self.unknown_insert_rate < 0.5, "unknown_insert_rate",
+              "must be in [0, 0.5)")
+        _need(0.0 <= self.min_prob < 1.0, "min_prob", f"must be in [0, 1), got {self.min_prob}")
         _need(self.min_count >= 1, "min_count", "must be >= 1")
         _need(self.max_vocab >= 5, "max_vocab", "must be >= 5")
         _need(self.embedding >= 1 and self.hidden >= 1 and self.num_layers >= 1, "hidden",

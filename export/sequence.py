@@ -1,14 +1,21 @@
 """``edge-export train`` with ``architecture: next_event``: a DeepLog-style next-event LSTM.
 
-Data: CSV ``timestamp,source,event`` (a file or a directory of them; a header line is
-optional), normal operation only. Each source is its own sequence, in file order. The
-last ``data.val_fraction`` of every source is held out.
+Data: CSV ``timestamp,source,event[,session]`` (a file or a directory of them; a header
+line is optional), normal operation only. Each source is its own sequence, in file order;
+with a ``session`` column (a workflow instance, batch or job id; empty for none) each
+``(source, session)`` is, as DeepLog keys its sequences by session / block id, and the
+agent does the same when an event carries ``attrs["session"]``. The last
+``data.val_fraction`` of every source's rows is held out (a history lands in validation
+when the event it predicts does).
 
 Model: event id -> embedding -> LSTM -> linear -> softmax over the vocabulary, trained
 with cross-entropy to predict event ``t`` from events ``t-h .. t-1`` (``h`` =
 ``data.window``, left-padded with ``<pad>`` at the start of a source). A share
-``unknown_rate`` of history ids is replaced by ``<unknown>`` while training, so one
-never-seen event does not derail the predictions after it.
+``unknown_rate`` of history ids is replaced by ``<unknown>`` while training, and a share
+``unknown_insert_rate`` of histories gets one ``<unknown>`` inserted (older events shift
+out), so one never-seen event -- replacing a step or arriving between two -- does not
+derail the predictions after it. ``model.min_prob`` goes into the metadata
+(``thresholds["min_prob"]``): the agent's default probability floor.
 
 RUN_DIR gets ``model.onnx`` (input ``(batch, h)`` int64, output ``(batch, vocab)``
 probabilities, metadata ``kind: next_event`` with ``vocab``, ``top_k`` and golden
@@ -67,13 +74,14 @@ class _Probabilities(nn.Module):
         return torch.softmax(self.net(x), dim=-1)
 
 
-def load_event_sequences(path: str | Path) -> tuple[dict[str, list[str]], str]:
-    """Per-source event lists from CSV file(s), and the SHA-256 of the bytes read."""
+def load_event_sessions(path: str | Path) -> tuple[dict[str, list[tuple[str, str]]], str]:
+    """Per-source ``(session, event)`` lists in file order (session ``""`` when the CSV has
+    no fourth column or it is empty), and the SHA-256 of the bytes read."""
     p = Path(path)
     files = sorted(p.rglob("*.csv")) if p.is_dir() else [p]
     if not files or not all(f.is_file() for f in files):
         raise DataError(f"{p}: no event CSV files")
-    seqs: dict[str, list[str]] = {}
+    seqs: dict[str, list[tuple[str, str]]] = {}
     sha = hashlib.sha256()
     for f in files:
         data = f.read_bytes()
@@ -81,12 +89,35 @@ def load_event_sequences(path: str | Path) -> tuple[dict[str, list[str]], str]:
         for i, row in enumerate(csv.reader(io.StringIO(data.decode("utf-8")))):
             if not row or (i == 0 and row[0].strip().lower() in ("timestamp", "ts", "time")):
                 continue
-            if len(row) < 3 or not row[2].strip():
-                raise DataError(f"{f}: line {i + 1}: expected timestamp,source,event")
-            seqs.setdefault(row[1].strip(), []).append(row[2].strip())
+            if len(row) not in (3, 4) or not row[2].strip():
+                raise DataError(f"{f}: line {i + 1}: expected timestamp,source,event[,session]")
+            session = row[3].strip() if len(row) == 4 else ""
+            seqs.setdefault(row[1].strip(), []).append((session, row[2].strip()))
     if not seqs:
         raise DataError(f"{p}: no events")
     return seqs, sha.hexdigest()
+
+
+def load_event_sequences(path: str | Path) -> tuple[dict[str, list[str]], str]:
+    """Per-source event lists from CSV file(s) (sessions ignored), and the SHA-256."""
+    seqs, sha = load_event_sessions(path)
+    return {s: [e for _, e in rows] for s, rows in seqs.items()}, sha
+
+
+def session_windows(rows: list[tuple[str, str]], vocab: Vocab, history: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(histories, targets, row index of each target) of one source, every session its own
+    sequence (left-padded at the session's first event)."""
+    by_session: dict[str, list[int]] = {}
+    for i, (session, _) in enumerate(rows):
+        by_session.setdefault(session, []).append(i)
+    xs, ys, pos = [], [], []
+    for idx in by_session.values():
+        x, y = windows(vocab.ids(rows[i][1] for i in idx), history)
+        xs.append(x)
+        ys.append(y)
+        pos.append(np.asarray(idx, dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(pos)
 
 
 def windows(ids: list[int], history: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +127,25 @@ def windows(ids: list[int], history: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(ids)
     idx = np.arange(n)[:, None] + np.arange(history)[None, :]
     return padded[idx], padded[history:]
+
+
+def insert_unknown(xb: np.ndarray, rng: np.random.Generator, rate: float) -> None:
+    """In place: a share ``rate`` of rows gets ``<unknown>`` inserted at a random position
+    after the padding (the last position included: an alarm just before the target),
+    older ids shifting left. Rows of padding only are left alone.
+
+    >>> x = np.array([[0, 0, 4, 5]] * 3)
+    >>> insert_unknown(x, np.random.default_rng(3), 0.99); x.tolist()
+    [[0, 4, 5, 1], [0, 4, 1, 5], [0, 1, 4, 5]]
+    """
+    h = xb.shape[1]
+    for r in np.flatnonzero(rng.random(len(xb)) < rate):
+        n_pad = int(np.sum(xb[r] == PAD_ID))
+        if n_pad >= h:
+            continue
+        j = int(rng.integers(max(n_pad - 1, 0), h))
+        xb[r, :j] = xb[r, 1:j + 1]
+        xb[r, j] = UNKNOWN_ID
 
 
 def export_next_event(net: NextEventNet, history: int) -> onnx.ModelProto:
@@ -129,16 +179,19 @@ def train_next_event(cfg: TrainConfig, data: str | Path, out: str | Path, *,
     started = time.perf_counter()
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    seqs, data_sha = load_event_sequences(data)
+    seqs, data_sha = load_event_sessions(data)
     h = cfg.data.window
     split = {s: max(1, int(len(ev) * (1 - cfg.data.val_fraction))) for s, ev in seqs.items()}
-    vocab = Vocab.build((e for s, ev in seqs.items() for e in ev[: split[s]]),
+    vocab = Vocab.build((e for s, ev in seqs.items() for _, e in ev[: split[s]]),
                         max_size=params.max_vocab, min_count=params.min_count)
     parts = {"train": [], "val": []}  # type: dict[str, list[tuple[np.ndarray, np.ndarray]]]
+    n_sessions = 0
     for s, ev in seqs.items():
-        x, y = windows(vocab.ids(ev), h)
-        parts["train"].append((x[: split[s]], y[: split[s]]))
-        parts["val"].append((x[split[s]:], y[split[s]:]))
+        n_sessions += len({session for session, _ in ev})
+        x, y, pos = session_windows(ev, vocab, h)
+        tr = pos < split[s]
+        parts["train"].append((x[tr], y[tr]))
+        parts["val"].append((x[~tr], y[~tr]))
     x_tr = np.concatenate([a for a, _ in parts["train"]])
     y_tr = np.concatenate([b for _, b in parts["train"]])
     x_va = np.concatenate([a for a, _ in parts["val"]])
@@ -172,6 +225,8 @@ def train_next_event(cfg: TrainConfig, data: str | Path, out: str | Path, *,
             if params.unknown_rate > 0:
                 mask = (rng.random(xb.shape) < params.unknown_rate) & (xb != PAD_ID)
                 xb[mask] = UNKNOWN_ID
+            if params.unknown_insert_rate > 0:
+                insert_unknown(xb, rng, params.unknown_insert_rate)
             xb_t = torch.as_tensor(xb, device=dev)
             yb_t = torch.as_tensor(y_tr[b], device=dev)
             opt.zero_grad()
@@ -214,7 +269,7 @@ def train_next_event(cfg: TrainConfig, data: str | Path, out: str | Path, *,
         name=cfg.name, version=cfg.version, features=("event",), window=h,
         scaler=Scaler(center=(0.0,), scale=(1.0,)), threshold=1.0, kind=NEXT_EVENT,
         architecture=NEXT_EVENT, output="probabilities", vocab=vocab.tokens,
-        top_k=params.top_k, thresholds={k: v for k, v in acc.items()},
+        top_k=params.top_k, thresholds={**acc, "min_prob": params.min_prob},
         training_data_sha256=data_sha, created_at=created_at(), opset=OPSET,
         frameworks=frameworks(torch=torch.__version__), golden=golden,
     )
@@ -230,7 +285,8 @@ def train_next_event(cfg: TrainConfig, data: str | Path, out: str | Path, *,
     rep = {
         "name": cfg.name, "version": cfg.version, "architecture": NEXT_EVENT,
         "config": dataclasses.asdict(cfg), "sources": sorted(seqs),
-        "events": sum(len(v) for v in seqs.values()), "vocab": len(vocab),
+        "events": sum(len(v) for v in seqs.values()), "sessions": n_sessions,
+        "vocab": len(vocab),
         "history": h, "top_k": params.top_k, "train_windows": len(x_tr),
         "val_windows": len(x_va), "train_loss": train_loss, "val_loss": val_loss,
         "best_epoch": best_epoch, "val_accuracy": acc, "device": dev,

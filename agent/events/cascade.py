@@ -11,10 +11,13 @@ Per source and event, score-then-learn:
    event (so its alert carries the model's expectation), or on every event
    (``escalate: always``);
 3. **stage 3** (:mod:`agent.events.sequence`): outside the top k of the model's
-   prediction from the last ``history`` events -- unless the model gives the event at
-   least ``max_lift`` times its long-run share (stage 1's counts): such an event is as
-   likely in this context as anywhere (a heartbeat, a rare but normal warning), so its
-   low rank says nothing about order.
+   prediction from the last ``history`` events (of the event's session when it carries
+   ``attrs[sequence.session_key]``, a batch / job id: one history per session, least
+   recently used evicted beyond ``max_sessions``; events without one share the source's
+   history; a session's first event is gated on ``<start> -> event``) -- unless the
+   model gives the event at least ``max_lift`` times its long-run share (stage 1's
+   counts): such an event is as likely in this context as anywhere (a heartbeat, a rare
+   but normal warning), so its low rank says nothing about order.
 
 Fusion is ``max``: stage 1 sees *what* happens and how often, stage 3 *in which order*,
 so neither can clear the other. Alerts carry ``unexpected_event`` (not ``event``, which
@@ -27,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,6 +45,9 @@ from agent.types import Alert, AlertEvent, Stage
 
 log = logging.getLogger(__name__)
 MAX_HISTORY = 1000
+SESSION_HISTORY = 100  # events kept per session history
+MAX_SESSION_CHARS = 256  # longer session ids are cut (memory stays bounded)
+SESSION_START = "<start>"  # the gate's previous event for a session's first event
 
 
 def calibrate(ratio: float) -> float:
@@ -81,6 +87,7 @@ class EventCascade:
         self.gate = TransitionGate(below=sc.escalate_below, min_row=sc.escalate_min_row)
         self.model: NextEventModel | None = None
         self._history: deque[str] = deque(maxlen=MAX_HISTORY)
+        self._sessions: OrderedDict[str, deque[str]] = OrderedDict()
         self.counts: Counter[str] = Counter()
         self.set_model(model)
 
@@ -109,17 +116,34 @@ class EventCascade:
             best, why = r, w
         return best, why
 
-    def _history_ids(self, model: NextEventModel) -> list[int]:
+    def _history_ids(self, model: NextEventModel, hist: deque[str] | None = None) -> list[int]:
         h = model.history
-        names = list(self._history)[-h:]
+        hist = self._history if hist is None else hist
+        names = list(hist)[-h:] if len(hist) > h else list(hist)
         ids = model.vocab.ids(names)
         return [0] * (h - len(ids)) + ids
+
+    def _session(self, ev: EventPoint) -> tuple[deque[str], str | None]:
+        """The history this event continues and the gate's previous event."""
+        key = self.config.sequence.session_key
+        sid = ev.attrs.get(key) if key else None
+        if not sid:
+            return self._history, self._history[-1] if self._history else None
+        sid = str(sid)[:MAX_SESSION_CHARS]
+        hist = self._sessions.get(sid)
+        if hist is None:
+            hist = self._sessions[sid] = deque(maxlen=SESSION_HISTORY)
+            while len(self._sessions) > self.config.sequence.max_sessions:
+                self._sessions.popitem(last=False)
+        else:
+            self._sessions.move_to_end(sid)
+        return hist, hist[-1] if hist else SESSION_START
 
     def process(self, ev: EventPoint) -> EventOutcome:
         """Score then learn one event."""
         self.counts["events"] += 1
         r1, why = self._stage1(ev)
-        prev = self._history[-1] if self._history else None
+        hist, prev = self._session(ev)
         model, seq = self.model, None
         escalate = model is not None and prev is not None and (
             self.config.sequence.escalate == "always" or r1 >= 1.0
@@ -127,12 +151,14 @@ class EventCascade:
         if escalate:
             assert model is not None
             self.counts["escalated"] += 1
-            seq = model.score_one(self._history_ids(model), model.vocab.id_of(ev.event))
+            seq = model.score_one(self._history_ids(model, hist), model.vocab.id_of(ev.event))
             lift = self.config.sequence.max_lift
             share = self.rarity.share(ev.event)
-            if seq.flagged and lift > 0 and share > 0 and seq.prob >= lift * share:
+            if (seq.flagged and lift > 0 and share > 0 and seq.prob >= lift * share
+                    and hist is self._history):
                 # as likely here as anywhere: a context-free event (a heartbeat, a rare
-                # warning), not an event out of order
+                # warning), not an event out of order; never inside a session, whose
+                # events are all steps of one instance
                 raw = min(seq.raw, 0.999)
                 seq = dataclasses.replace(seq, flagged=False, raw=raw, score=calibrate(raw))
         r3 = seq.raw if seq is not None else 0.0
@@ -143,13 +169,14 @@ class EventCascade:
         flagged = flagged1 or flagged3
         stage = Stage.ONNX if seq is not None else (
             Stage.NONE if self.warming_up else Stage.STATISTICAL)
-        self._learn(ev, flagged1, flagged, prev)
+        self._learn(ev, flagged1, flagged, prev, hist)
         if flagged:
             self.counts[f"flag_{why}"] += 1
         return EventOutcome(calibrate(ratio), stage, flagged, why if flagged else "", escalate,
                             seq)
 
-    def _learn(self, ev: EventPoint, flagged1: bool, flagged: bool, prev: str | None) -> None:
+    def _learn(self, ev: EventPoint, flagged1: bool, flagged: bool, prev: str | None,
+               hist: deque[str] | None = None) -> None:
         self.rarity.learn_one(ev.event, flagged1)
         for tracker, attr in ((self.levels, "level"), (self.components, "component")):
             value = ev.attrs.get(attr)
@@ -157,11 +184,11 @@ class EventCascade:
                 tracker.learn_one(value, False)
         if not flagged:
             self.gate.learn_one(prev, ev.event)
-        self._history.append(ev.event)
+        (self._history if hist is None else hist).append(ev.event)
 
     def learn_only(self, ev: EventPoint) -> None:
-        prev = self._history[-1] if self._history else None
-        self._learn(ev, False, False, prev)
+        hist, prev = self._session(ev)
+        self._learn(ev, False, False, prev, hist)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +197,7 @@ class EventCascade:
             "components": self.components.state_dict() if self.components else None,
             "gate": self.gate.state_dict(),
             "history": list(self._history),
+            "sessions": {k: list(v) for k, v in self._sessions.items()},
             "counts": dict(self.counts),
         }
 
@@ -181,6 +209,9 @@ class EventCascade:
             self.components.load_state(s["components"])
         self.gate.load_state(s["gate"])
         self._history = deque((str(e) for e in s["history"]), maxlen=MAX_HISTORY)
+        self._sessions = OrderedDict(
+            (str(k), deque((str(e) for e in v), maxlen=SESSION_HISTORY))
+            for k, v in list(s.get("sessions", {}).items())[-self.config.sequence.max_sessions:])
         self.counts = Counter({str(k): int(v) for k, v in s["counts"].items()})
 
 
@@ -263,6 +294,11 @@ class EventEngine:
                                  "reason": out.reason, "expected_top_k": list(expected)}
         if out.seq is not None:
             extra |= {"rank": out.seq.rank, "probability": round(out.seq.prob, 6)}
+            if cas.model is not None:
+                extra |= {"expected_probabilities": [round(float(p), 6) for p in
+                                                     out.seq.top_probs],
+                          "model": {"name": cas.model.meta.name,
+                                    "version": cas.model.meta.version}}
         for key in ("template", "level", "component"):
             if key in ev.attrs:
                 extra[key] = ev.attrs[key]

@@ -83,11 +83,13 @@ class SequenceConfig:
     model: str | None = None
     history: int | None = None
     top_k: int | None = None
-    min_prob: float = 0.0
+    min_prob: float | None = None
     max_lift: float = 0.1
     escalate: Literal["transition", "always"] = "transition"
-    escalate_below: float = 0.05
+    escalate_below: float = 0.5
     escalate_min_row: float = 20.0
+    session_key: str = "session"
+    max_sessions: int = 1000
     providers: tuple[Literal["cuda", "tensorrt", "openvino", "cpu"], ...] = ("cpu",)
     intra_op_threads: int = 1
     verify_golden: bool = True
@@ -97,33 +99,58 @@ class SequenceConfig:
         _check(self.history is None or 1 <= self.history <= 1000, "history",
                f"must be in 1..1000, got {self.history}")
         _check(self.top_k is None or self.top_k >= 3, "top_k", f"must be >= 3, got {self.top_k}")
-        _check(0 <= self.min_prob < 1, "min_prob", f"must be in [0, 1), got {self.min_prob}")
+        _check(self.min_prob is None or 0 <= self.min_prob < 1, "min_prob",
+               f"must be null or in [0, 1), got {self.min_prob}")
         _check(0 <= self.max_lift < 1, "max_lift", f"must be in [0, 1), got {self.max_lift}")
         _check(0 < self.escalate_below <= 1, "escalate_below",
                f"must be in (0, 1], got {self.escalate_below}")
         _check(self.escalate_min_row >= 0, "escalate_min_row", "must be >= 0")
+        _check(len(self.session_key) <= 64, "session_key", "must be at most 64 characters")
+        _check(1 <= self.max_sessions <= 1_000_000, "max_sessions",
+               f"must be in 1..1000000, got {self.max_sessions}")
         _check(len(self.providers) >= 1, "providers", "needs at least one provider")
         _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0")
 
 
 @dataclass(frozen=True)
 class LogsConfig:
-    line_format: str = (r"^(?P<ts>\S+)\s+(?P<level>[A-Za-z]+)\s+(?P<component>[^:\s]+):"
-                        r"\s?(?P<message>.*)$")
+    """Log sources (``kind: logs``): line format, template miner, level/component rarity.
+
+    ``line_format`` is ``auto`` (a few common formats, :mod:`agent.logs.parse`) or a regex
+    with named groups ``ts``, ``level``, ``component``, ``session`` and (required)
+    ``message``. ``session_pattern`` finds a session id (job, block, batch) in the message:
+    its first group, else the whole match.
+    """
+
+    line_format: str = "auto"
     depth: int = 4
     similarity: float = 0.5
     max_children: int = 100
     max_clusters: int = 2000
+    max_line_chars: int = 4096
+    max_tokens: int = 200
+    session_pattern: str | None = None
     state_path: str | None = None
+    save_every: int = 10_000
     level_rarity: bool = True
     component_rarity: bool = True
 
     def __post_init__(self) -> None:
-        try:
-            rx = re.compile(self.line_format)
-        except re.error as exc:
-            raise ConfigError("line_format", f"invalid regular expression: {exc}") from None
-        _check("message" in rx.groupindex, "line_format", "needs a (?P<message>...) group")
+        for key in ("line_format", "session_pattern"):
+            value = getattr(self, key)
+            if value is None or (key == "line_format" and value == "auto"):
+                continue
+            try:
+                rx = re.compile(value)
+            except re.error as exc:
+                raise ConfigError(key, f"invalid regular expression: {exc}") from None
+            _check(key != "line_format" or "message" in rx.groupindex, key,
+                   "needs a (?P<message>...) group (or auto)")
+        _check(16 <= self.max_line_chars <= 1_000_000, "max_line_chars",
+               f"must be in 16..1000000, got {self.max_line_chars}")
+        _check(1 <= self.max_tokens <= 10_000, "max_tokens",
+               f"must be in 1..10000, got {self.max_tokens}")
+        _check(self.save_every >= 0, "save_every", f"must be >= 0, got {self.save_every}")
         _check(3 <= self.depth <= 10, "depth", f"must be in 3..10, got {self.depth}")
         _check(0 < self.similarity <= 1, "similarity", f"must be in (0, 1], got {self.similarity}")
         _check(self.max_children >= 2, "max_children", "must be >= 2")
@@ -157,6 +184,8 @@ class EventAlertConfig:
 class EventsConfig:
     sources: tuple[EventSourceConfig, ...] = ()
     max_event_chars: int = 256
+    live: bool = True
+    max_batch: int = 1000
     rarity: RarityConfig = field(default_factory=RarityConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
@@ -167,6 +196,7 @@ class EventsConfig:
         dup = sorted({i for i in ids if ids.count(i) > 1})
         _check(not dup, "sources", f"duplicate source ids {dup}")
         _check(8 <= self.max_event_chars <= 10_000, "max_event_chars", "must be in 8..10000")
+        _check(1 <= self.max_batch <= 100_000, "max_batch", "must be in 1..100000")
 
     def source(self, source_id: str) -> EventSourceConfig | None:
         for s in self.sources:

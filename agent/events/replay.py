@@ -1,8 +1,10 @@
 """``edge-agent replay --kind events``: an event CSV through the event cascade.
 
-Input: CSV ``timestamp,source,event`` (a header line is optional; ``timestamp`` is epoch
-seconds or ISO-8601). Output: one row per input row, the replay contract
-``timestamp,score,stage,alert`` followed by ``source,event``. Rows that cannot be used
+Input: CSV ``timestamp,source,event[,session]`` (a header line is optional; ``timestamp``
+is epoch seconds or ISO-8601; a non-empty ``session``, a workflow instance / batch id,
+becomes ``attrs["session"]``: the sequence stage keeps one history per session).
+Output: one row per input row, the replay contract ``timestamp,score,stage,alert``
+followed by ``source,event``. Rows that cannot be used
 (bad timestamp, unknown source, ...) get score 0, stage 0 and are counted.
 """
 
@@ -65,8 +67,8 @@ def replay_events(cfg: AgentConfig, rows: list[list[str]], model: NextEventModel
     t0 = time.perf_counter()
     for row in rows:
         raw_ts = row[0]
-        if len(row) != 3:
-            engine.rejects.reject("bad_csv", f"{len(row)} fields, expected 3")
+        if len(row) not in (3, 4):
+            engine.rejects.reject("bad_csv", f"{len(row)} fields, expected 3 or 4")
             out.append((raw_ts, 0.0, 0, 0, "", ""))
             continue
         try:
@@ -75,7 +77,9 @@ def replay_events(cfg: AgentConfig, rows: list[list[str]], model: NextEventModel
             engine.rejects.reject(exc.reason, exc.detail)
             out.append((raw_ts, 0.0, 0, 0, row[1], row[2]))
             continue
-        d = engine.process(EventPoint(ts, row[1].strip(), row[2].strip()))
+        session = row[3].strip() if len(row) == 4 else ""
+        d = engine.process(EventPoint(ts, row[1].strip(), row[2].strip(),
+                                      {"session": session} if session else {}))
         out.append((raw_ts, d.score, int(d.stage), int(d.alert), d.source, d.event))
     return EventReplayResult(out, engine.stats(), time.perf_counter() - t0)
 

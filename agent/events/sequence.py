@@ -1,8 +1,12 @@
 """Stage 3 for event streams: a DeepLog-style next-event model over ONNX.
 
 The last ``history`` event ids of a source predict the next one; the observed event is
-anomalous when it is not among the model's ``top_k`` most likely ids (optionally also
-when its probability is below ``min_prob``). The model file is an ordinary ONNX model of
+anomalous when it is not among the model's ``top_k`` most likely ids or when its
+probability is below ``min_prob`` (default: the model's ``thresholds["min_prob"]``, set
+by the trainer; 0 = top-k only). The floor matters when the next event is nearly
+certain -- inside a workflow instance the model gives the expected step ~0.99 and the
+other ids ~1e-4 in arbitrary order, so a skipped-to step can rank 2nd: top-k alone cannot
+separate it, its probability can. The model file is an ordinary ONNX model of
 the agent (docs/model-format.md) with ``kind: next_event``: input ``(batch, history)``
 int64 ids, output ``(batch, len(vocab))`` probabilities, the vocabulary in its metadata.
 
@@ -48,6 +52,7 @@ class NextEventScore:
     prob: float
     flagged: bool
     top_ids: tuple[int, ...]
+    top_probs: tuple[float, ...] = ()  # the probabilities of ``top_ids``
 
 
 class NextEventModel:
@@ -63,7 +68,7 @@ class NextEventModel:
         verify_golden: bool = True,
         source: str = "<bytes>",
         top_k: int | None = None,
-        min_prob: float = 0.0,
+        min_prob: float | None = None,
     ) -> None:
         self.source = source
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -77,7 +82,10 @@ class NextEventModel:
         self.top_k = top_k if top_k is not None else self.meta.top_k
         if not 3 <= self.top_k < len(self.vocab):
             raise ModelLoadError(f"{source}: top_k {self.top_k} not in 3..{len(self.vocab) - 1}")
-        self.min_prob = min_prob
+        self.min_prob = float(self.meta.thresholds.get("min_prob", 0.0)) if min_prob is None \
+            else min_prob
+        if not 0.0 <= self.min_prob < 1.0:
+            raise ModelLoadError(f"{source}: min_prob {self.min_prob} not in [0, 1)")
         self._check_signature()
         self._input = self.meta.input_name
         self.predict(np.zeros((1, self.history), dtype=np.int64))
@@ -139,7 +147,8 @@ class NextEventModel:
             raw = max(raw, self.min_prob / max(p_obs, 1e-12))
         raw = min(raw, MAX_RAW)
         return NextEventScore(raw, self.meta.calibrate(raw), rank, p_obs, flagged,
-                              tuple(int(i) for i in top[:k]))
+                              tuple(int(i) for i in top[:k]),
+                              tuple(float(probs[i]) for i in top[:k]))
 
     def score_one(self, history: Sequence[int], observed: int) -> NextEventScore:
         probs = self.predict(np.asarray([history], dtype=np.int64))[0]
@@ -163,4 +172,4 @@ class NextEventModel:
     def describe(self) -> dict[str, object]:
         return {"name": self.meta.name, "version": self.meta.version, "sha256": self.sha256,
                 "provider": self.provider, "kind": NEXT_EVENT, "history": self.history,
-                "vocab": len(self.vocab), "top_k": self.top_k}
+                "vocab": len(self.vocab), "top_k": self.top_k, "min_prob": self.min_prob}
