@@ -13,6 +13,7 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,11 +46,16 @@ def save_checkpoint(path: str | Path, state: Any, fingerprint: str) -> int:
     blob = MAGIC + struct.pack(">I", len(header)) + header + payload
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except OSError:  # disk full or read-only: no partial file left behind, the old one stays
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     try:
         dfd = os.open(p.parent, os.O_RDONLY)
         try:

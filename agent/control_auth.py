@@ -18,7 +18,18 @@ refuses, with the reply code and a counted reason:
 * 403 ``stale`` (``ts`` more than ``control.max_skew_s`` from the gateway clock),
   ``replay`` (a nonce already seen within that window), ``nonce_cache_full``
   (more than ``control.nonce_cache`` signed messages within the window: refused rather
-  than forgetting a nonce that could then be replayed).
+  than forgetting a nonce that could then be replayed);
+* 413 ``too_large`` (a body over the caller's limit, refused before it is parsed, signed
+  or not);
+* 503 ``nonce_store_failed`` (the nonce file could not be written: refused, since the
+  nonce would be forgotten by a restart).
+
+With ``nonce_file`` (``control.nonce_file``) the nonces seen within the skew window are
+kept on disk: rewritten atomically (temporary file, fsync, rename) before a signed
+message is acted on, loaded at start, so a message replayed right after a restart is
+still refused. The file holds at most ``nonce_cache`` entries. When it exists but cannot
+be read, every signed message with a ``ts`` before the load is refused as ``replay``
+(nothing from before the restart can be trusted to be new).
 
 >>> guard = ControlGuard(hmac_keys={"ops": b"k" * 32}, require_signed=True)
 >>> msg = sign_message("edge/v1/s/g/cmd/ping", {"id": 1}, key_id="ops", secret=b"k" * 32,
@@ -38,6 +49,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import os
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -59,6 +73,7 @@ log = logging.getLogger(__name__)
 HMAC = "hmac-sha256"
 ED25519 = "ed25519"
 _MAX_NONCE = 128
+_FILE_ENTRY_BYTES = _MAX_NONCE + 40  # one '"nonce": ts,' entry of the nonce file, at most
 _AUTH_KEYS = {"alg", "key_id", "ts", "nonce", "sig"}
 
 
@@ -106,15 +121,20 @@ class ControlGuard:
 
     def __init__(self, *, hmac_keys: Mapping[str, bytes] | None = None,
                  public_keys: Iterable[Ed25519PublicKey] = (), require_signed: bool = False,
-                 max_skew_s: float = 300.0, nonce_cache: int = 10_000) -> None:
+                 max_skew_s: float = 300.0, nonce_cache: int = 10_000,
+                 nonce_file: Path | None = None, now: float | None = None) -> None:
         self.hmac_keys = dict(hmac_keys or {})
         self.ring = KeyRing(public_keys)
         self.require_signed = require_signed
         self.max_skew_s = max_skew_s
         self.nonce_cache = nonce_cache
+        self.nonce_file = nonce_file
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self._nonces: OrderedDict[str, float] = OrderedDict()  # nonce -> ts, oldest first
+        self._not_before = -math.inf  # signed ts at or before this: refused (state lost)
+        if nonce_file is not None:
+            self._load(nonce_file, 0.0 if now is None else now)
 
     @classmethod
     def from_config(cls, control: Any, resolve: Callable[[str], Path]) -> ControlGuard:
@@ -126,7 +146,51 @@ class ControlGuard:
                                   "control.public_keys")
         return cls(hmac_keys=secrets, public_keys=pubs.keys.values(),
                    require_signed=control.require_signed, max_skew_s=control.max_skew_s,
-                   nonce_cache=control.nonce_cache)
+                   nonce_cache=control.nonce_cache,
+                   nonce_file=resolve(control.nonce_file) if control.nonce_file else None,
+                   now=time.time())
+
+    # ------------------------------------------------------------------ nonce file
+    def _load(self, path: Path, now: float) -> None:
+        """Nonces of the previous run still inside the skew window (see module docstring)."""
+        if not path.exists():
+            return
+        try:
+            if path.stat().st_size > self.nonce_cache * _FILE_ENTRY_BYTES + 64:
+                raise ValueError(f"larger than {self.nonce_cache} entries can be")
+            doc = loads_json(path.read_bytes())
+            entries = doc.get("nonces") if isinstance(doc, dict) else None
+            if not isinstance(entries, dict):
+                raise ValueError("no 'nonces' object")
+            for nonce, ts in entries.items():
+                if (isinstance(ts, bool) or not isinstance(ts, int | float)
+                        or not math.isfinite(ts)):
+                    raise ValueError(f"bad timestamp for nonce {str(nonce)[:16]}")
+                if abs(now - ts) <= self.max_skew_s:
+                    self._nonces[nonce] = float(ts)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            self._nonces.clear()
+            self._not_before = now
+            log.error("control.nonce_file %s unreadable (%s): signed messages dated before "
+                      "now are refused as replays", path, exc)
+            return
+        while len(self._nonces) > self.nonce_cache:
+            self._nonces.popitem(last=False)
+        log.info("control: %d nonces of the last %g s restored from %s", len(self._nonces),
+                 self.max_skew_s, path)
+
+    def _save(self) -> None:
+        """Rewrite the nonce file atomically (raises OSError)."""
+        path = self.nonce_file
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        data = json.dumps({"v": 1, "nonces": dict(self._nonces)}, separators=(",", ":"))
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
     def stats(self) -> dict[str, Any]:
         return {"require_signed": self.require_signed, "auth_accepted": self.accepted,
@@ -139,8 +203,17 @@ class ControlGuard:
         self.rejected[reason] += 1
         return Verdict(payload, code, reason, detail)
 
-    def check(self, topic: str, payload: bytes, now: float) -> Verdict:
-        """Verify a command or ``config/desired`` payload received on ``topic``."""
+    def check(self, topic: str, payload: bytes, now: float, *, limit: int | None = None,
+              size: int | None = None) -> Verdict:
+        """Verify a command or ``config/desired`` payload received on ``topic``.
+
+        ``size`` is the received body's length when the caller already dropped the bytes
+        of an oversized one (default ``len(payload)``); above ``limit`` it is refused
+        before anything is parsed."""
+        size = len(payload) if size is None else size
+        if limit is not None and size > limit:
+            return self._refuse(b"", 413, "too_large",
+                                f"{topic}: body of {size} bytes, limit {limit}")
         try:
             body = loads_json(payload) if payload.strip() else {}
         except ValueError:
@@ -188,11 +261,20 @@ class ControlGuard:
         self._expire(now)
         if nonce in self._nonces:
             return self._refuse(payload, 403, "replay", f"{topic}: nonce {nonce[:16]} seen")
+        if float(ts) <= self._not_before:
+            return self._refuse(payload, 403, "replay", f"{topic}: ts {ts} is before the "
+                                "unreadable nonce file was loaded")
         if len(self._nonces) >= self.nonce_cache:
             return self._refuse(payload, 403, "nonce_cache_full",
                                 f"{topic}: {self.nonce_cache} signed messages within "
                                 f"{self.max_skew_s:g} s")
         self._nonces[nonce] = float(ts)
+        if self.nonce_file is not None:
+            try:
+                self._save()
+            except OSError as exc:  # kept in memory: a replay before a restart is refused
+                return self._refuse(payload, 503, "nonce_store_failed",
+                                    f"{topic}: cannot write {self.nonce_file}: {exc}")
         self.accepted += 1
         clean = {k: v for k, v in body.items() if k != "auth"}
         return Verdict(json.dumps(clean, separators=(",", ":")).encode())

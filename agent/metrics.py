@@ -50,6 +50,13 @@ class _StatsCollector(Collector):
                                   value=st["queue"]["dropped"])
         yield GaugeMetricFamily("edge_store_backlog", "store-and-forward backlog",
                                 value=st["store"]["backlog"])
+        sto = st.get("storage")
+        if sto:
+            yield GaugeMetricFamily("edge_storage_ok", "1 while store and checkpoint accept "
+                                    "writes", value=int(bool(sto["ok"] and
+                                                             sto["checkpoint"]["ok"])))
+            yield CounterMetricFamily("edge_storage_write_errors", "writes the disk refused",
+                                      value=sto["write_errors"] + sto["checkpoint"]["failures"])
         yield GaugeMetricFamily("edge_rss_bytes", "resident memory", value=st["rss_bytes"])
         yield GaugeMetricFamily("edge_uptime_seconds", "agent uptime", value=st["uptime_s"])
         yield CounterMetricFamily("edge_store_published", "outbox messages acknowledged",

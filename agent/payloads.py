@@ -108,7 +108,8 @@ def _json_point(
 
 
 def _json_rows(
-    obj: dict[str, Any], stream: str | None, now: float, out: Parsed, default: str | None
+    obj: dict[str, Any], stream: str | None, now: float, out: Parsed, default: str | None,
+    max_points: int = MAX_POINTS,
 ) -> None:
     channels = obj.get("channels")
     rows = obj.get("rows")
@@ -116,8 +117,8 @@ def _json_rows(
         raise _Reject("bad_shape", "'channels' must be a list of strings")
     if not isinstance(rows, list):
         raise _Reject("bad_shape", "'rows' must be a list")
-    if len(rows) > MAX_POINTS:
-        raise _Reject("too_large", f"{len(rows)} rows, limit {MAX_POINTS}")
+    if len(rows) > max_points:
+        raise _Reject("too_large", f"{len(rows)} rows, limit {max_points}")
     sid = stream or obj.get("stream") or default
     for row in rows:
         if not isinstance(row, list) or len(row) != len(channels) + 1:
@@ -131,18 +132,19 @@ def _json_rows(
 
 
 def _parse_json(
-    text: str, stream: str | None, now: float, out: Parsed, default: str | None
+    text: str, stream: str | None, now: float, out: Parsed, default: str | None,
+    max_points: int = MAX_POINTS,
 ) -> None:
     try:
         obj = loads_json(text)
     except ValueError as exc:
         raise _Reject("invalid_json", str(exc)[:80]) from None
     if isinstance(obj, dict) and "rows" in obj:
-        _json_rows(obj, stream, now, out, default)
+        _json_rows(obj, stream, now, out, default, max_points)
         return
     items = obj if isinstance(obj, list) else [obj]
-    if len(items) > MAX_POINTS:
-        raise _Reject("too_large", f"{len(items)} points, limit {MAX_POINTS}")
+    if len(items) > max_points:
+        raise _Reject("too_large", f"{len(items)} points, limit {max_points}")
     if not items:
         raise _Reject("bad_shape", "empty batch")
     for item in items:
@@ -160,7 +162,7 @@ def _csv_number(cell: str) -> float | str:
 
 
 def _parse_csv(text: str, stream: str | None, channels: Sequence[str] | None, now: float,
-               out: Parsed) -> None:
+               out: Parsed, max_points: int = MAX_POINTS) -> None:
     if stream is None:
         raise _Reject("no_stream", "CSV payloads need a topic route that names the stream")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -173,8 +175,8 @@ def _parse_csv(text: str, stream: str | None, channels: Sequence[str] | None, no
         lines = lines[1:]
     if not names:
         raise _Reject("bad_csv", "no channel names (no header and stream not configured)")
-    if len(lines) > MAX_POINTS:
-        raise _Reject("too_large", f"{len(lines)} lines, limit {MAX_POINTS}")
+    if len(lines) > max_points:
+        raise _Reject("too_large", f"{len(lines)} lines, limit {max_points}")
     for line in lines:
         cells = [c.strip() for c in line.split(",")]
         if len(cells) != len(names) + 1:
@@ -193,11 +195,14 @@ def _parse_csv(text: str, stream: str | None, channels: Sequence[str] | None, no
         out.points.append(Point(ts=ts, stream=stream, values=values))  # type: ignore[arg-type]
 
 
-def _parse_binary(data: bytes, stream: str | None, out: Parsed) -> None:
+def _parse_binary(data: bytes, stream: str | None, out: Parsed,
+                  max_points: int = MAX_POINTS) -> None:
     try:
         batch = decode_batch(data)
     except BadBatch as exc:
         raise _Reject("bad_batch", str(exc)[:120]) from None
+    if len(batch.rows) > max_points:
+        raise _Reject("too_large", f"{len(batch.rows)} rows, limit {max_points}")
     for p in batch.points():
         out.points.append(p if stream is None else Point(ts=p.ts, stream=stream, values=p.values))
 
@@ -219,12 +224,15 @@ def parse_payload(
     fmt: str = "auto",
     max_bytes: int = MAX_PAYLOAD_BYTES,
     default_stream: str | None = None,
+    max_points: int = MAX_POINTS,
 ) -> Parsed:
     """Parse one message; never raises for bad input (see :class:`Parsed` rejects).
 
     ``stream`` is the stream the topic route names (None: from the payload, else
     ``default_stream``, usually the last topic level); ``channels`` names CSV columns when
-    the payload has no header line.
+    the payload has no header line. Over ``max_bytes`` bytes (checked first) or
+    ``max_points`` points (checked before any point is built) the message is rejected
+    whole as ``too_large``.
     """
     out = Parsed()
     try:
@@ -232,16 +240,16 @@ def parse_payload(
             raise _Reject("too_large", f"{len(data)} bytes, limit {max_bytes}")
         kind = sniff_format(data) if fmt == "auto" else fmt
         if kind == "binary":
-            _parse_binary(data, stream, out)
+            _parse_binary(data, stream, out, max_points)
             return out
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise _Reject("bad_encoding", "payload is not UTF-8") from None
         if kind == "json":
-            _parse_json(text, stream, now, out, default_stream)
+            _parse_json(text, stream, now, out, default_stream, max_points)
         else:
-            _parse_csv(text, stream or default_stream, channels, now, out)
+            _parse_csv(text, stream or default_stream, channels, now, out, max_points)
     except _Reject as exc:
         out.rejects.append((exc.reason, exc.detail))
     return out

@@ -157,6 +157,12 @@ class AlertPolicy:
             return False, events
         return True, events
 
+    def shift_time(self, delta: float) -> None:
+        """The stream's data clock jumped by ``delta`` seconds: move the running cooldown
+        with it, so a backward jump does not hold alerts back for the jump's length."""
+        if math.isfinite(self._cooldown_until):
+            self._cooldown_until += delta
+
     def state_dict(self) -> dict[str, object]:
         return dict(vars(self), _next_seq=None)
 

@@ -47,6 +47,8 @@ class Publisher:
         self._inflight: dict[int, int] = {}
         self._gen = -1
         self._cursor = 0
+        self._spill_sent: set[int] = set()  # in-memory rows (negative ids) in flight
+        self._lock = threading.Lock()  # one drain step at a time (outbox or detection thread)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,6 +66,21 @@ class Publisher:
     def notify(self) -> None:
         """Something changed (a new row, a connection): look again."""
         self._wake.set()
+
+    def send_now(self) -> None:
+        """A row was just committed: publish it from the calling thread, not after a hop to
+        the outbox thread (which, while detection keeps the GIL busy, costs milliseconds).
+        If the outbox thread is mid-step, it is woken to look again instead."""
+        if not self._lock.acquire(blocking=False):
+            self._wake.set()
+            return
+        try:
+            self._step()
+        except Exception:  # the caller is detection: never let the outbox stop it
+            log.exception("outbox: immediate send failed (the outbox thread retries)")
+            self._wake.set()
+        finally:
+            self._lock.release()
 
     def on_ack(self, generation: int, mid: int) -> None:
         """PUBACK callback; runs on the network thread, so it only records."""
@@ -85,12 +102,14 @@ class Publisher:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
-                self._step()
+                with self._lock:
+                    self._step()
             except Exception:  # supervisor loop of this thread: log, keep draining
                 log.exception("outbox: drain step failed")
                 time.sleep(0.5)
 
     def _step(self) -> None:
+        self.store.retry()  # degraded store (disk full, read-only): try a write now and then
         if not self.link.connected:
             self._inflight.clear()
             self._gen = -1
@@ -98,6 +117,7 @@ class Publisher:
         gen = self.link.generation
         if gen != self._gen:  # a new connection: resend everything not acknowledged
             self._inflight.clear()
+            self._spill_sent.clear()
             self._cursor = 0
             self._gen = gen
         done = []
@@ -106,10 +126,13 @@ class Publisher:
             row = self._inflight.pop(mid, None) if g == gen else None
             if row is not None:
                 done.append(row)
+                self._spill_sent.discard(row)
         self.store.ack(done)
         self.published += len(done)
         while len(self._inflight) < self.window:
-            rows = self.store.pending(after=self._cursor, limit=self.window - len(self._inflight))
+            room = self.window - len(self._inflight)
+            rows = (self.store.pending(after=self._cursor, limit=room)
+                    or self.store.spilled(self._spill_sent, limit=room))
             if not rows:
                 return
             for r in rows:
@@ -117,7 +140,10 @@ class Publisher:
                 if mid is None:
                     return
                 self.store.mark_sent([r.id])
-                self._cursor = r.id
+                if r.id > 0:
+                    self._cursor = r.id
+                else:
+                    self._spill_sent.add(r.id)
                 if r.qos == 0:
                     self.store.ack([r.id])
                 else:
@@ -142,7 +168,7 @@ class StoreSink:
                        held=not self.connected())
         self.emitted += 1
         if self.publisher is not None:
-            self.publisher.notify()
+            self.publisher.send_now()
 
     def close(self) -> None:
         pass

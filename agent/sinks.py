@@ -47,12 +47,28 @@ class CallbackSink:
         pass
 
 
+def _end_torn_line(path: Path) -> None:
+    """Terminate a last line cut short by a crash, so the next record starts on its own line.
+
+    The torn record stays as one unparseable line (readers skip it); appending to it would
+    corrupt the next, complete record too.
+    """
+    try:
+        with open(path, "rb+") as fh:
+            if fh.seek(0, 2) and (fh.seek(-1, 2), fh.read(1))[1] != b"\n":
+                fh.write(b"\n")
+    except FileNotFoundError:
+        return
+
+
 class JsonlSink:
     """One JSON object per line, to a file (appended) or to stdout with ``"-"``."""
 
     def __init__(self, target: str | Path) -> None:
         self.target = str(target)
         self._own = self.target != "-"
+        if self._own:
+            _end_torn_line(Path(self.target))
         self._fh: IO[str] = (
             open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
             if self._own

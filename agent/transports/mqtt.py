@@ -59,6 +59,60 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> 
     return d / 2 + rng.uniform(0, d / 2)
 
 
+_WRITE_EVERY = 16  # packets drained from the read buffer between two write/keepalive turns
+
+
+class _ReadBufferedClient(paho.Client):
+    """paho's client, reading the socket in 64 KiB chunks.
+
+    paho reads each packet with at least three ``recv`` calls (fixed header byte, length,
+    body). Every ``recv`` releases the GIL, and while the detection worker is busy the
+    network thread then waits up to a switch interval to get it back, so messages pile up
+    in the kernel's socket buffer (the convoy effect). Reading in chunks costs one
+    ``recv`` per burst of messages; :meth:`loop_read` then parses every buffered packet
+    before paho goes back to ``select`` (which cannot see bytes held here).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(65536)
+            if not data:
+                return data  # EOF: paho reports the lost connection
+            self._rbuf, self._rpos = data, 0
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        packets = 0
+        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf)
+               and self._sock is not None):
+            rc = super().loop_read(max_packets)
+            packets += 1
+            # Under a flood the buffer never runs dry (a large packet spans chunks): keep
+            # outgoing traffic (alerts, stats, PUBACKs, PINGREQ) moving from this thread too.
+            if packets % _WRITE_EVERY == 0 and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                if self.want_write():
+                    rc = self.loop_write()
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = self.loop_misc()
+        return rc
+
+
+# paho's private read hook; a paho without it gets the plain client
+_Client = _ReadBufferedClient if hasattr(paho.Client, "_sock_recv") else paho.Client
+
+
 class MqttTransport(Transport):
     """Keeps one MQTT connection alive in a background thread until :meth:`stop`."""
 
@@ -168,7 +222,7 @@ class MqttTransport(Transport):
     def _new_client(self) -> paho.Client:
         cfg = self.config
         proto = MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto,
             clean_session=None if self.v5 else cfg.clean_start, reconnect_on_failure=False,
         )
