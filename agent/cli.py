@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--alerts", default=None, help="also write alert events as JSON lines here")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     rp.add_argument("--kind", choices=("sensors", "events", "logs"), default="sensors",
-                    help="input kind: sensor CSV (default) or event CSV timestamp,source,event")
+                    help="input kind: sensor CSV (default), event CSV timestamp,source,event, "
+                    "or log lines (a .log file or a directory of them)")
 
     d = sub.add_parser("demo", help="end-to-end demo on a synthetic labelled stream")
     d.add_argument("--config", default=None, help="agent YAML config (default: built-in)")
@@ -137,7 +138,10 @@ def _replay(args: argparse.Namespace) -> int:
     if args.log_level is None:
         logging.getLogger().setLevel(cfg.agent.log_level.upper())
     if args.kind == "logs":
-        raise InputError("--kind logs is not implemented yet (see benchmarks/README.md)")
+        from agent.logs.replay import replay_logs_cli
+
+        return replay_logs_cli(cfg, args.input, args.scores, args.alerts, args.stream,
+                               args.warmup_rows)
     if args.kind == "events":
         from agent.events.replay import replay_cli
 

@@ -34,6 +34,7 @@ from agent.events.config import EventsConfig
 from agent.sources.serial import SerialSourceConfig
 
 Direction = Literal["up", "down", "both"]
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file (or persisted overlay) larger is refused unread
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -62,10 +63,14 @@ class ChannelConfig:
 class StreamConfig:
     id: str
     channels: tuple[ChannelConfig, ...]
+    # seconds without an accepted point before a ``stale`` event (None: agent.stale_after_s)
+    stale_after_s: float | None = None
 
     def __post_init__(self) -> None:
         _check(bool(_ID.match(self.id)), "id", f"must match [A-Za-z0-9_-]{{1,64}}, got {self.id!r}")
         _check(len(self.channels) >= 1, "channels", "needs at least one channel")
+        _check(self.stale_after_s is None or self.stale_after_s >= 0, "stale_after_s",
+               f"must be >= 0 (0 = off), got {self.stale_after_s}")
         names = [c.name for c in self.channels]
         dup = sorted({n for n in names if names.count(n) > 1})
         _check(not dup, "channels", f"duplicate channel names {dup}")
@@ -91,6 +96,8 @@ class ZScoreConfig:
     robust_refresh: int = 10
     delta: bool = True
     stuck_after: int = 5
+    ewma_lambda: float = 0.0  # EWMA view of each channel's values (0: off)
+    ewma_threshold: float = 0.0  # rolling-z threshold of the EWMA view (0: `threshold`)
 
     def __post_init__(self) -> None:
         _check(self.window >= 10, "window", f"must be >= 10, got {self.window}")
@@ -108,6 +115,10 @@ class ZScoreConfig:
         _check(1 <= self.robust_refresh <= self.window, "robust_refresh", "must be in 1..window")
         _check(self.stuck_after == 0 or self.stuck_after >= 2, "stuck_after",
                f"must be 0 (off) or >= 2, got {self.stuck_after}")
+        _check(0.0 <= self.ewma_lambda < 1.0, "ewma_lambda",
+               f"must be in [0, 1) (0: off), got {self.ewma_lambda}")
+        _check(self.ewma_threshold >= 0.0, "ewma_threshold",
+               f"must be >= 0 (0: the level view's threshold), got {self.ewma_threshold}")
 
 
 @dataclass(frozen=True)
@@ -239,10 +250,15 @@ class AgentSection:
     id: str = "edge-agent"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval_s: float = 30.0
+    clock_jump_s: float = 3600.0
+    stale_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check(bool(_ID.match(self.id)), "id", f"must match [A-Za-z0-9_-]{{1,64}}, got {self.id!r}")
         _check(self.stats_interval_s > 0, "stats_interval_s", "must be > 0")
+        _check(self.clock_jump_s > 0, "clock_jump_s", f"must be > 0, got {self.clock_jump_s}")
+        _check(self.stale_after_s >= 0, "stale_after_s",
+               f"must be >= 0 (0 = off), got {self.stale_after_s}")
 
 
 @dataclass(frozen=True)
@@ -281,6 +297,10 @@ class AgentConfig:
             if s.id == stream_id:
                 return s
         return None
+
+    def stale_after(self, stream: StreamConfig) -> float:
+        """Seconds of silence before ``stream`` is reported stale (0 = never)."""
+        return self.agent.stale_after_s if stream.stale_after_s is None else stream.stale_after_s
 
     def resolve_path(self, value: str) -> Path:
         """Paths in a config file are relative to that file."""
@@ -386,7 +406,11 @@ def load_config(path: str | Path) -> AgentConfig:
     """Load and validate a YAML config file; raise ConfigError naming file and key."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError("<file>", f"larger than {MAX_CONFIG_BYTES} bytes", str(p))
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("<file>", f"cannot read: {exc}", str(p)) from exc
     try:

@@ -88,6 +88,7 @@ class MqttConfig:
     ingest: tuple[IngestConfig, ...] = ()
     ingest_qos: int = 0
     max_payload_bytes: int = 262_144
+    max_points: int = 100_000
     queue_size: int = 10_000
     inflight: int = 20
 
@@ -110,6 +111,7 @@ class MqttConfig:
         _check(self.ingest_qos in (0, 1, 2), "ingest_qos", "must be 0, 1 or 2")
         _check(64 <= self.max_payload_bytes <= 16 * 1024 * 1024, "max_payload_bytes",
                "must be in 64..16777216")
+        _check(1 <= self.max_points <= 1_000_000, "max_points", "must be in 1..1000000")
         _check(10 <= self.queue_size <= 1_000_000, "queue_size", "must be in 10..1000000")
         _check(1 <= self.inflight <= 1000, "inflight", "must be in 1..1000")
 
@@ -120,10 +122,14 @@ class StoreConfig:
     max_bytes: int = 64 * 1024 * 1024
     max_age_s: float = 7 * 86400.0
     stats: bool = False
+    memory_max_bytes: int = 4 * 1024 * 1024
+    retry_s: float = 5.0
 
     def __post_init__(self) -> None:
         _check(self.max_bytes >= 4096, "max_bytes", "must be >= 4096")
         _check(self.max_age_s > 0, "max_age_s", "must be > 0")
+        _check(self.memory_max_bytes >= 4096, "memory_max_bytes", "must be >= 4096")
+        _check(self.retry_s > 0, "retry_s", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,9 @@ class ControlConfig:
     public_keys: tuple[str, ...] = ()
     max_skew_s: float = 300.0
     nonce_cache: int = 10_000
+    nonce_file: str | None = None
+    max_command_bytes: int = 16_384
+    max_desired_bytes: int = 262_144
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.commands) - set(COMMANDS))
@@ -157,6 +166,12 @@ class ControlConfig:
                "require_signed", "needs control.hmac_keys or control.public_keys")
         _check(1 <= self.max_skew_s <= 86400, "max_skew_s", "must be in 1..86400")
         _check(100 <= self.nonce_cache <= 1_000_000, "nonce_cache", "must be in 100..1000000")
+        _check(self.nonce_file is None or bool(self.nonce_file), "nonce_file",
+               "must not be empty (null = in memory only)")
+        _check(64 <= self.max_command_bytes <= 16 * 1024 * 1024, "max_command_bytes",
+               "must be in 64..16777216")
+        _check(64 <= self.max_desired_bytes <= 16 * 1024 * 1024, "max_desired_bytes",
+               "must be in 64..16777216")
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,8 @@ class ModelsConfig:
     max_bytes: int = 64 * 1024 * 1024
     max_chunks: int = 4096
     max_chunk_bytes: int = 1024 * 1024
+    max_offer_bytes: int = 65_536
+    max_queue_bytes: int = 64 * 1024 * 1024
     stall_s: float = 30.0
     watch_dir: str | None = None
     watch_interval_s: float = 5.0
@@ -215,5 +232,10 @@ class ModelsConfig:
         _check(1 <= self.max_chunks <= 1_000_000, "max_chunks", "must be in 1..1000000")
         _check(256 <= self.max_chunk_bytes <= 16 * 1024 * 1024, "max_chunk_bytes",
                "must be in 256..16777216")
+        _check(1024 <= self.max_offer_bytes <= 16 * 1024 * 1024, "max_offer_bytes",
+               "must be in 1024..16777216")
+        _check(max(self.max_chunk_bytes, self.max_offer_bytes) <= self.max_queue_bytes
+               <= 4 * 1024 * 1024 * 1024, "max_queue_bytes",
+               "must be in max(max_chunk_bytes, max_offer_bytes)..4294967296")
         _check(self.stall_s > 0, "stall_s", "must be > 0")
         _check(self.watch_interval_s > 0, "watch_interval_s", "must be > 0")

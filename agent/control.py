@@ -33,7 +33,8 @@ from agent.jsonsafe import loads as loads_json
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_FIXED_SECTIONS = ("store", "control", "metrics", "checkpoint", "sinks", "serial", "models")
+_FIXED_SECTIONS = ("store", "control", "metrics", "checkpoint", "sinks", "serial", "models",
+                   "events")
 
 
 @dataclass(frozen=True, slots=True)

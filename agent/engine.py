@@ -4,10 +4,27 @@ The engine owns one :class:`~agent.cascade.StreamCascade` and one
 :class:`~agent.policy.AlertPolicy` per configured stream, the input counters and the
 alert sinks. ``replay``, the live runtime and the benchmarks all drive this same object,
 so what is measured offline is what runs on the gateway.
+
+Timestamps, per stream (data time only; the engine never reads a clock):
+
+* a point at or before the stream's last accepted timestamp, by at most
+  ``agent.clock_jump_s``, is rejected: ``duplicate_timestamp`` (equal) or
+  ``out_of_order`` (earlier);
+* a point more than ``agent.clock_jump_s`` away from the last accepted one, backwards or
+  forwards, is a **clock jump** (a device clock reset, an NTP step, a year typed wrong, or
+  a stream silent that long): it is accepted, counted (``clock_jumps.backward`` /
+  ``forward``, the first of each logged) and becomes the new anchor, so detection
+  continues instead of rejecting every point until data time catches up. A backward jump
+  also moves the stream's alert cooldown by the same amount.
+
+No detector uses time differences (stage 1 and 2 work on the sequence of values, the
+alert policy on counts of points), so no jump can make a negative or huge ``dt`` reach
+a computation; data timestamps only label alerts and bound the cooldown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,6 +65,11 @@ def as_number(value: object) -> float | None:
         return math.inf  # e.g. 10**400: a number, but not a finite float
 
 
+def _detection(s: StreamConfig | None) -> StreamConfig | None:
+    """The part of a stream's config its detection state depends on (not stale_after_s)."""
+    return None if s is None else dataclasses.replace(s, stale_after_s=None)
+
+
 class Engine:
     """Runs every configured stream through its cascade and alert policy."""
 
@@ -63,6 +85,8 @@ class Engine:
         self.points_in = 0
         self.points_learn_only = 0
         self.alert_counts: Counter[str] = Counter()
+        self.clock_jumps: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()  # points accepted, per stream
         self._seq = 0
         self._model = model
         self._cascades: dict[str, StreamCascade] = {}
@@ -124,7 +148,8 @@ class Engine:
             self.rejects.reject("bad_timestamp", f"stream {sid!r}: timestamp {point.ts!r}")
             return None
         last = self._last_ts.get(sid)
-        if last is not None and ts <= last:
+        jump = self.config.agent.clock_jump_s
+        if last is not None and ts <= last and last - ts <= jump:
             reason = "duplicate_timestamp" if ts == last else "out_of_order"
             self.rejects.reject(reason, f"stream {sid!r}: ts {ts} after {last}")
             return None
@@ -155,8 +180,22 @@ class Engine:
             return None
         if present < len(index) and any(name not in point.values for name in index):
             self.rejects.reject("missing_channel", f"stream {sid!r}: channels missing")
+        if last is not None and abs(ts - last) > jump:
+            self._clock_jump(sid, last, ts)
         self._last_ts[sid] = ts
+        self.accepted[sid] += 1
         return x
+
+    def _clock_jump(self, sid: str, last: float, ts: float) -> None:
+        """Accept ``ts`` as the stream's new anchor (see the module docstring)."""
+        way = "backward" if ts < last else "forward"
+        if way not in self.clock_jumps:
+            log.warning("stream %r: timestamp jumped %s by %.0f s (%s -> %s); accepted as the "
+                        "new anchor (agent.clock_jump_s %g); further jumps are only counted",
+                        sid, way, abs(ts - last), last, ts, self.config.agent.clock_jump_s)
+        self.clock_jumps[way] += 1
+        if way == "backward":
+            self._policies[sid].shift_time(ts - last)
 
     # ------------------------------------------------------------------ processing
     def process(self, point: Point) -> Decision:
@@ -178,6 +217,18 @@ class Engine:
         return Decision(
             point.ts, point.stream, out.score, out.stage, active, (s2 is not None, s3 is not None)
         )
+
+    def process_batch(self, points: Iterable[Point]) -> list[Decision]:
+        """Score a batch of points (e.g. every point of one MQTT message) in order.
+
+        Exactly ``[self.process(p) for p in points]``: each point is scored with state
+        from strictly earlier points, including earlier points of the same batch (no
+        look-ahead), then learnt, and alerts are emitted as they happen. Use it when
+        messages carry many points: the per-point cost is the cascade's (see
+        ``benchmarks/bench_core.py``); batching saves the caller's own per-call overhead.
+        """
+        process = self.process
+        return [process(p) for p in points]
 
     def learn_only(self, point: Point) -> None:
         """Warm-up: learn a point without scoring it (replay's ``--warmup-rows``)."""
@@ -205,13 +256,15 @@ class Engine:
         Returns the streams whose state was kept."""
         self.points_in, self.points_learn_only = old.points_in, old.points_learn_only
         self.rejects, self.alert_counts, self._seq = old.rejects, old.alert_counts, old._seq
+        self.clock_jumps, self.accepted = old.clock_jumps, old.accepted
         same = (old.config.detectors, old.config.escalation, old.config.alerts) == (
             self.config.detectors, self.config.escalation, self.config.alerts)
         kept = []
         for sid, cas in self._cascades.items():
             if sid in old._last_ts:
                 self._last_ts[sid] = old._last_ts[sid]
-            if same and sid in old._cascades and old.config.stream(sid) == self.config.stream(sid):
+            if same and sid in old._cascades and (_detection(old.config.stream(sid))
+                                                  == _detection(self.config.stream(sid))):
                 cas.load_state(old._cascades[sid].state_dict())
                 self._policies[sid].load_state(old._policies[sid].state_dict())
                 kept.append(sid)
@@ -260,6 +313,8 @@ class Engine:
             "escalation_rate": {"stage2": scored[1] / total, "stage3": scored[2] / total},
             "imputed": imputed,
             "alerts": dict(sorted(self.alert_counts.items())),
+            "clock_jumps": {"backward": self.clock_jumps["backward"],
+                            "forward": self.clock_jumps["forward"]},
             "model": model.describe() if model is not None else None,
             "provider": model.provider if model is not None else None,
             "streams": streams,
@@ -267,10 +322,13 @@ class Engine:
 
     # ------------------------------------------------------------------ checkpoint
     def fingerprint(self) -> str:
+        zscore = asdict(self.config.detectors.zscore)
+        if not zscore["ewma_lambda"]:  # EWMA view off: checkpoints from before it still fit
+            del zscore["ewma_lambda"], zscore["ewma_threshold"]
         det = {
-            "detectors": asdict(self.config.detectors.zscore) | {
-                "river": asdict(self.config.detectors.river)},
-            "streams": [asdict(s) for s in self.config.streams],
+            "detectors": zscore | {"river": asdict(self.config.detectors.river)},
+            "streams": [{k: v for k, v in asdict(s).items() if k != "stale_after_s"}
+                        for s in self.config.streams],
             "alerts": asdict(self.config.alerts),
         }
         return hashlib.sha256(json.dumps(det, sort_keys=True, default=str).encode()).hexdigest()

@@ -11,6 +11,7 @@ configured sinks, stats to stderr); tests pass a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,6 +33,8 @@ from agent.control import (
 from agent.control_auth import ControlGuard
 from agent.engine import Engine
 from agent.errors import AgentError
+from agent.events import live as event_live
+from agent.freshness import CHECK_S, Freshness
 from agent.keyfiles import audit_secrets
 from agent.model_updates import ModelUpdater
 from agent.onnx_scorer import OnnxModel, model_from_config
@@ -70,7 +73,11 @@ class LiveAgent:
         if cfg.store.path is None and self.upstream:
             log.warning("store.path is not set: the outbox is in memory and lost on restart")
         self.store = Store(store_path, max_bytes=cfg.store.max_bytes,
-                           max_age_s=cfg.store.max_age_s, boot=boot)
+                           max_age_s=cfg.store.max_age_s, boot=boot,
+                           memory_max_bytes=cfg.store.memory_max_bytes,
+                           retry_s=cfg.store.retry_s)
+        self.ckpt_health: dict[str, Any] = {"ok": True, "error": None, "since": None,
+                                            "failures": 0}
         self.session = self.store.next_session()
         self.ingest = Ingest(m.queue_size)
         self.latency = LatencyWindow()
@@ -79,6 +86,8 @@ class LiveAgent:
         self.failed: BaseException | None = None
         self.on_decision: Callable[[Decision], None] | None = None  # demo/plot hook
         self._stop = threading.Event()
+        self.freshness = Freshness(time.monotonic())  # stale/fresh events (agent/freshness.py)
+        self._fresh_pending = False
         self._router = self._make_router(cfg)
         audit_secrets(cfg, config_path)
         self.guard = ControlGuard.from_config(cfg.control, cfg.resolve_path)  # signed control
@@ -105,6 +114,7 @@ class LiveAgent:
         self._ckpt = cfg.resolve_path(cfg.checkpoint.path) if cfg.checkpoint.path else None
         if self._ckpt is not None:
             self.engine.restore(self._ckpt)
+        self.events = event_live.for_agent(self)  # event/log sources (agent/events/live.py)
         self._birth = b""
         self._refresh_birth()
         self.metrics: Any = None
@@ -128,6 +138,8 @@ class LiveAgent:
 
     def _subscriptions(self) -> list[tuple[str, int]]:
         subs = [(r.topic, self.cfg.mqtt.ingest_qos) for r in self._router.routes]
+        if self.events is not None:
+            subs += self.events.subscriptions(self.cfg.mqtt.ingest_qos)
         if self.cfg.control.enabled:
             subs += [(self.tree.config_desired, 1), (self.tree.commands, 1)]
         if self.models is not None:
@@ -153,14 +165,20 @@ class LiveAgent:
         if self.models is not None and self.models.owns(topic):
             self.models.on_message(topic, payload)
             return
+        size = len(payload)  # an oversized body is refused by size, its bytes never queued
         if topic == self.tree.config_desired:
-            self.ingest.put_control(lambda: self._apply_desired(payload, signed_on=topic))
+            if size > self.cfg.control.max_desired_bytes:
+                payload = b""
+            self.ingest.put_control(lambda: self._apply_desired(payload, signed_on=topic,
+                                                                size=size))
             return
         name = self.tree.command_name(topic)
         if name is not None:
             rt = getattr(props, "ResponseTopic", None)
             cd = getattr(props, "CorrelationData", None)
-            self.ingest.put_control(lambda: self._command(name, payload, rt, cd))
+            if size > self.cfg.control.max_command_bytes:
+                payload = b""
+            self.ingest.put_control(lambda: self._command(name, payload, rt, cd, size))
             return
         self.ingest.put_data(topic, payload)
 
@@ -176,8 +194,10 @@ class LiveAgent:
 
     def _refresh_birth(self) -> None:
         proto = "5" if self.transport.v5 else "3.1.1"
-        self._birth = _dumps(birth_payload(self.cfg, self.engine, self.session, time.time(),
-                                           proto))
+        doc = birth_payload(self.cfg, self.engine, self.session, time.time(), proto)
+        if self.events is not None:
+            doc["events"] = self.events.birth()
+        self._birth = _dumps(doc)
 
     # ----------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -207,6 +227,10 @@ class LiveAgent:
             self.latency.add(time.monotonic() - t_in)
             return
         self.messages_in += 1
+        if self.events is not None and self.events.source_for(topic) is not None:
+            if self.events.handle(topic, payload, time.time()):
+                self.latency.add(time.monotonic() - t_in)
+            return
         route = _INPUT_ROUTE if topic == INPUT_TOPIC else self._router.route(topic)
         eng = self.engine
         if route is None:
@@ -217,6 +241,7 @@ class LiveAgent:
         parsed = parse_payload(payload, stream=route.stream, now=time.time(),
                                channels=sc.channel_names if sc else None, fmt=route.format,
                                max_bytes=self.cfg.mqtt.max_payload_bytes,
+                               max_points=self.cfg.mqtt.max_points,
                                default_stream=fallback)
         self.ts_defaulted += parsed.ts_defaulted
         for reason, detail in parsed.rejects:
@@ -231,15 +256,33 @@ class LiveAgent:
     def _tick(self) -> None:
         next_stats = time.monotonic() + self.cfg.agent.stats_interval_s
         next_ckpt = time.monotonic() + self.cfg.checkpoint.interval_s
+        next_fresh = 0.0
         while not self._stop.wait(0.1):
             now = time.monotonic()
+            if now >= next_fresh and not self._fresh_pending:  # one check queued at a time
+                next_fresh = now + CHECK_S
+                self._fresh_pending = True
+                self.ingest.put_control(self._check_fresh)
             if now >= next_stats:
                 next_stats = now + self.cfg.agent.stats_interval_s
                 self.ingest.put_control(self._publish_stats)
             if now >= next_ckpt:
                 next_ckpt = now + self.cfg.checkpoint.interval_s
                 if self._ckpt is not None:
-                    self.ingest.put_control(self._checkpoint)
+                    self.ingest.put_control(self._timed_checkpoint)
+
+    def _check_fresh(self) -> None:
+        """Worker: publish ``stale`` / ``fresh`` events on ``alert/{stream}`` (via the store)."""
+        self._fresh_pending = False
+        cfg = self.cfg
+        limits = {s.id: cfg.stale_after(s) for s in cfg.streams}
+        events = self.freshness.check(limits, self.engine.accepted, now=time.monotonic(),
+                                      wall=time.time())
+        if events and self.upstream:
+            for ev in events:
+                self.store.put(self.tree.alert(ev["stream"]), ev, now=time.time(), qos=1,
+                               held=not self.transport.connected)
+            self.publisher.notify()
 
     # ----------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
@@ -252,11 +295,14 @@ class LiveAgent:
                       "dropped": self.ingest.dropped,
                       "control_dropped": self.ingest.control_dropped},
             "store": self.store.stats() | {"published": self.publisher.published},
+            "storage": self.store.health() | {"checkpoint": dict(self.ckpt_health)},
             "mqtt": ({"connected": t.connected, "protocol": "5" if t.v5 else "3.1.1",
                       **t.counts} if self.upstream else {"enabled": False}),
             "serial": {src.config.port: src.stats() for src in self.serial},
             "model_update": self.models.stats() if self.models else {"enabled": False},
             "control": self.guard.stats(),
+            "freshness": self.freshness.stats(),
+            "events": self.events.stats() if self.events else {"enabled": False},
         }
         return stats_payload(self.cfg, self.engine, now=time.time(),
                              uptime_s=time.monotonic() - self.started, session=self.session,
@@ -280,12 +326,32 @@ class LiveAgent:
     def _checkpoint(self) -> dict[str, Any]:
         if self._ckpt is None:
             raise CommandError(409, "checkpoint.path is not configured")
-        size = self.engine.save(self._ckpt)
+        h = self.ckpt_health
+        try:
+            size = self.engine.save(self._ckpt)
+            if self.events is not None:
+                size += self.events.save(event_live.events_checkpoint_path(self._ckpt))
+        except OSError as exc:  # disk full / read-only: detection goes on, stats report it
+            if h["ok"]:
+                log.error("checkpoint %s not written (retried every interval): %s",
+                          self._ckpt, exc)
+                h.update(ok=False, since=time.time())
+            h.update(error=f"{type(exc).__name__}: {exc}", failures=h["failures"] + 1)
+            raise CommandError(507, f"checkpoint not written: {exc}") from exc
+        if not h["ok"]:
+            log.info("checkpoint %s written again", self._ckpt)
+            h.update(ok=True, error=None, since=None)
         return {"path": str(self._ckpt), "bytes": size}
 
+    def _timed_checkpoint(self) -> None:
+        with contextlib.suppress(CommandError):  # counted, reported in stats.storage
+            self._checkpoint()
+
     # ----------------------------------------------------------------- control
-    def _command(self, name: str, payload: bytes, rt: str | None, cd: bytes | None) -> None:
-        verdict = self.guard.check(self.tree.command(name), payload, time.time())
+    def _command(self, name: str, payload: bytes, rt: str | None, cd: bytes | None,
+                 size: int | None = None) -> None:
+        verdict = self.guard.check(self.tree.command(name), payload, time.time(),
+                                   limit=self.cfg.control.max_command_bytes, size=size)
         cmd = parse_command(name, verdict.payload, rt, cd)
         reply = dispatch(self, cmd, self.cfg.control.commands, self.engine.streams
                          ) if verdict.ok else {"cmd": name, "id": cmd.request_id,
@@ -303,8 +369,11 @@ class LiveAgent:
         self.transport.publish(topic, _dumps(reply), 1, False, props)
 
     def _apply_desired(self, payload: bytes, reported: bool = True,
-                       signed_on: str | None = None) -> dict[str, Any]:
-        verdict = self.guard.check(signed_on, payload, time.time()) if signed_on else None
+                       signed_on: str | None = None, size: int | None = None
+                       ) -> dict[str, Any]:
+        verdict = self.guard.check(signed_on, payload, time.time(), size=size,
+                                   limit=self.cfg.control.max_desired_bytes
+                                   ) if signed_on else None
         if verdict is not None and not verdict.ok:
             out = DesiredOutcome(None, verdict.code, verdict.detail)
         else:
@@ -407,7 +476,8 @@ class LiveAgent:
         self.ingest.accepting = False
         for src in self.serial:
             src.close()
-        self.transport.unsubscribe([r.topic for r in self._router.routes])
+        self.transport.unsubscribe([r.topic for r in self._router.routes] +
+                                   (self.events.topics() if self.events else []))
         self._stop.set()
         self.ingest.wake.set()
         self._worker.join(30.0)
@@ -415,8 +485,11 @@ class LiveAgent:
         if self.models is not None:
             self.models.stop()
         if self._ckpt is not None and self.failed is None:
-            size = self.engine.save(self._ckpt)
-            log.info("shutdown: checkpoint %s (%d bytes)", self._ckpt, size)
+            try:
+                log.info("shutdown: checkpoint %s (%d bytes)", self._ckpt,
+                         self._checkpoint()["bytes"])
+            except CommandError as exc:
+                log.error("shutdown: %s", exc)
         if self.transport.connected and not self.publisher.wait_empty(flush_timeout):
             log.warning("shutdown: %d messages stay in the outbox", self.store.backlog())
         self.publisher.stop()

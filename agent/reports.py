@@ -70,6 +70,7 @@ def stats_payload(cfg: AgentConfig, engine: Engine, *, now: float, uptime_s: flo
         "points_rejected": st["points_rejected"],
         "rejected": st["rejected"],
         "alerts": st["alerts"],
+        "clock_jumps": st["clock_jumps"],
         "scored": st["scored"],
         "escalation_rate": st["escalation_rate"],
         "model": ({"name": model["name"], "version": model["version"],

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from agent.config import AgentConfig, config_from_dict, load_config
+from agent.config import MAX_CONFIG_BYTES, AgentConfig, config_from_dict, load_config
 from agent.control import merge
 from agent.engine import Engine
 from agent.errors import ConfigError, InputError
@@ -66,6 +66,8 @@ def load_effective(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Ag
         p = cfg.resolve_path(cfg.control.desired_path)
         if p.exists():
             try:
+                if p.stat().st_size > MAX_CONFIG_BYTES:
+                    raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
                 overlay = json.loads(p.read_text(encoding="utf-8"))
                 cfg = config_from_dict(merge(base, overlay), str(path))
                 log.info("applied persisted config/desired version %s", cfg.version)

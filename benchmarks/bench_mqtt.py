@@ -1,29 +1,45 @@
-"""Live-mode throughput and latency against a real Mosquitto on loopback.
+"""Live ingest through a real Mosquitto on loopback, against the broker's own ceiling (issue #9).
 
     PYTHONPATH=. python benchmarks/bench_mqtt.py [--quick]
 
-1. sustained ingest, single-point JSON messages (QoS 0), as fast as a separate publisher
-   process can send them;
-2. the same with 100-point JSON batches;
-3. ingest -> alert latency at 1,000 points/s: a paced publisher (separate process) sends
-   single points with a 5-point spike every 250 points; a subscriber times each alert against
-   the send time of the point that raised it (same host, same clock).
+One run measures, on the same broker and the same points (one stream of 4 channels,
+z-score + River half-space trees, a 5-point spike every 250 points so alerts flow):
 
-The agent runs in-process with the default detectors (z-score + River half-space trees)
-on one 4-channel stream. Results go to ``benchmarks/results/mqtt.json``.
+1. **broker ceiling**: a plain paho publisher (separate process) and subscriber moving
+   single-point-sized messages as fast as they can, at QoS 0 and QoS 1;
+2. **no-broker throughput** of the agent: the same JSON messages (1 and 100 points) put
+   straight into a :class:`~agent.live.LiveAgent`'s ingest queue (in-memory transport),
+   i.e. the live loop's own path (parse, cascade, alert policy, outbox) without MQTT;
+   plus the bare :meth:`Engine.process` loop for reference;
+3. **through Mosquitto**: the agent in its own process, fed by a paced publisher process
+   with 1-point and 100-point messages; the rate is bisected for the largest one that is
+   *sustained*: every point decided, nothing dropped, and the last point decided within
+   ``max(0.5 s, 10 %)`` of the run after it was sent (a growing backlog fails);
+4. **latency** at 1,000 points/s and at half the sustained single-point rate, timed from
+   the publisher's send: send -> decision (a hook in the agent process) and send -> alert
+   (a subscriber on the alert topic); all processes share one clock.
+
+Writes ``benchmarks/results/mqtt.json`` and ``mqtt.png`` and the ``mqtt`` section of
+``benchmarks/README.md``. Targets (issue #9): single-point >= 50 % of the QoS-0 ceiling;
+100-point batches >= 80 % of the no-broker throughput; p99 send -> alert <= 20 ms at
+1,000 points/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing as mp
-import platform
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +48,35 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.live import LiveAgent
-from agent.runtime import load_effective
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-OUT = Path(__file__).parent / "results" / "mqtt.json"
+from common import machine, now_utc, save_json, save_png, update_readme, versions  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
 CHANNELS = ("temperature", "vibration", "pressure", "noise")
+TOPIC = "bench/line1"
+T0 = 1_000_000_000.0  # ts of point k is T0 + k
+SPIKE_EVERY = 250
+CTX = mp.get_context("spawn")  # no fork of a process that runs paho threads
+log = logging.getLogger("bench_mqtt")
+
+
+# ---------------------------------------------------------------- the points
+def payloads(n_points: int, batch: int) -> list[bytes]:
+    """``n_points`` points as JSON messages of ``batch`` points (ts of point k: T0 + k)."""
+    rng = np.random.default_rng(0)
+    k = np.arange(n_points)
+    vals = np.sin(k[:, None] / 50 + np.arange(len(CHANNELS))) + rng.normal(0, 0.05,
+                                                                          (n_points, 4))
+    spike = (k > 500) & (k % SPIKE_EVERY < 5)
+    vals[spike, 0] += 25.0
+    pts = [{"ts": T0 + i, "values": dict(zip(CHANNELS, map(float, row), strict=True))}
+           for i, row in enumerate(vals)]
+    if batch == 1:
+        return [json.dumps(p).encode() for p in pts]
+    return [json.dumps(pts[i:i + batch]).encode() for i in range(0, n_points, batch)]
 
 
 def _free_port() -> int:
@@ -45,132 +85,408 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _values(i: int, spike: bool) -> dict[str, float]:
-    rng = np.random.default_rng(i)
-    v = {c: float(np.sin(i / 50 + k) + rng.normal(0, 0.05)) for k, c in enumerate(CHANNELS)}
-    if spike:
-        v["temperature"] += 25.0
-    return v
-
-
-def _publisher(port: int, topic: str, n_msgs: int, batch: int, rate: float, t0: float,
-               spike_every: int, out: Any) -> None:
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{port}-{batch}-{rate}")
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    sent: dict[float, float] = {}
-    start = time.perf_counter()
-    k = 0
-    for m in range(n_msgs):
-        pts = []
-        for _ in range(batch):
-            ts = t0 + k
-            spike = spike_every > 0 and k > 500 and k % spike_every < 5
-            pts.append({"ts": ts, "values": _values(k, spike)})
-            k += 1
-        if rate > 0:
-            delay = start + m / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        body = json.dumps(pts[0] if batch == 1 else pts)
-        c.publish(topic, body, qos=0)
-        if spike_every:
-            sent[pts[0]["ts"]] = time.time()  # single-point messages in this mode
-    time.sleep(0.5)
-    c.disconnect()
-    c.loop_stop()
-    out.put(sent)
-
-
-def _agent(tmp: Path, port: int) -> LiveAgent:
-    doc = {
-        "version": "bench", "agent": {"id": "bench", "stats_interval_s": 5.0},
-        "streams": [{"id": "line1", "channels": list(CHANNELS)}],
-        "sinks": {"jsonl": None},
-        "mqtt": {"enabled": True, "port": port, "queue_size": 1_000_000,
-                 "ingest": [{"topic": "bench/line1", "stream": "line1"}]},
-        "store": {"path": str(tmp / "outbox.sqlite")},
-    }
+def _write_config(tmp: Path, port: int, queue_size: int | None = None) -> Path:
+    mqtt: dict[str, Any] = {"enabled": True, "port": port,
+                            "ingest": [{"topic": TOPIC, "stream": "line1"}]}
+    if queue_size is not None:
+        mqtt["queue_size"] = queue_size
+    doc = {"version": "bench", "agent": {"id": "bench", "stats_interval_s": 5.0},
+           "streams": [{"id": "line1", "channels": list(CHANNELS)}],
+           "sinks": {"jsonl": None}, "mqtt": mqtt,
+           "store": {"path": str(tmp / "outbox.sqlite")}}
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    base, overlay, cfg = load_effective(path)
-    agent = LiveAgent(str(path), base, overlay, cfg, boot="bench")
+    return path
+
+
+# ---------------------------------------------------------------- child processes
+def _publisher(port: int, n_points: int, batch: int, rate: float, qos: int,
+               go: Any, out: Any) -> None:
+    """Publish the points (``rate`` points/s, 0 = flat out); return each message's send time."""
+    bodies = payloads(n_points, batch)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}")
+    c.max_queued_messages_set(0)
+    c.max_inflight_messages_set(1000)
+    c.connect("127.0.0.1", port)
+    while not c.is_connected():  # no network thread: publish() writes to the socket itself
+        c.loop(0.05)
+    out.put("ready")
+    go.wait(60)
+    sent = np.zeros(len(bodies))
+    msg_rate = rate / batch
+    info = None
+    start = time.perf_counter()
+    for m, body in enumerate(bodies):
+        if rate > 0:
+            delay = start + m / msg_rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        sent[m] = time.time()
+        info = c.publish(TOPIC, body, qos=qos)
+        if qos or m % 64 == 0:
+            c.loop(0.0)  # PUBACKs, keepalive
+    deadline = time.monotonic() + 60
+    while info is not None and not info.is_published() and time.monotonic() < deadline:
+        c.loop(0.01)
+    c.disconnect()
+    out.put(sent.tolist())
+
+
+def _baseline_live_path() -> None:
+    """Undo issue #9's live-path changes in this process (``--baseline``): paho's own
+    socket reads, alerts handed to the outbox thread."""
+    import agent.transports.mqtt
+    from agent.publisher import Publisher
+
+    agent.transports.mqtt._Client = paho.Client  # type: ignore[misc]
+    Publisher.send_now = Publisher.notify  # type: ignore[method-assign]
+
+
+def _agent_proc(cfg_path: str, conn: Connection, baseline: bool = False) -> None:
+    """The agent under test in its own process, driven over ``conn``."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from agent.live import LiveAgent
+    from agent.runtime import load_effective
+
+    if baseline:
+        _baseline_live_path()
+
+    base, overlay, cfg = load_effective(cfg_path)
+    agent = LiveAgent(cfg_path, base, overlay, cfg, boot="bench")
+    dec_ts: list[float] = []
+    dec_t: list[float] = []
+
+    def on_decision(d: Any) -> None:
+        dec_ts.append(d.ts)
+        dec_t.append(time.time())
+
+    agent.on_decision = on_decision
     agent.start()
-    assert agent.transport.wait_ready(10)
-    return agent
+    conn.send(agent.transport.wait_ready(10))
+    cpu0 = time.process_time()
+    while True:
+        cmd = conn.recv()
+        if cmd == "stats":
+            conn.send(agent.stats())
+        else:
+            st = agent.stats()
+            st["cpu_s"] = time.process_time() - cpu0  # every thread of the agent process
+            agent.shutdown(flush_timeout=2.0)
+            conn.send((st, dec_ts, dec_t))
+            return
 
 
-def _throughput(port: int, tmp: Path, n_points: int, batch: int) -> dict[str, Any]:
-    agent = _agent(tmp / f"tp{batch}", port)
-    try:
-        q: Any = mp.Queue()
-        proc = mp.Process(target=_publisher, args=(port, "bench/line1", n_points // batch, batch,
-                                                   0.0, 1e9, 0, q))
-        t_start = time.perf_counter()
-        proc.start()
-        deadline = time.monotonic() + 300
-        while agent.engine.points_in < n_points and time.monotonic() < deadline:
-            done = agent.engine.points_in + agent.ingest.dropped * batch >= n_points
-            if not proc.is_alive() and not agent.ingest.data and done:
-                break
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - t_start
-        q.get(timeout=30)
-        proc.join(30)
-        st = agent.stats()
-        return {"points": st["points_in"], "messages": st["messages_in"], "batch": batch,
-                "seconds": round(elapsed, 3), "points_per_s": round(st["points_in"] / elapsed),
-                "queue_dropped": st["queue"]["dropped"],
-                "ingest_to_decision_ms": st["latency_ms"]}
-    finally:
-        agent.shutdown(flush_timeout=2.0)
-
-
-def _latency(port: int, tmp: Path, seconds: float, rate: float) -> dict[str, Any]:
-    agent = _agent(tmp / "lat", port)
-    arrivals: dict[float, float] = {}
-    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
-
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        a = json.loads(msg.payload)
-        if a["event"] == "raise":
-            arrivals[a["ts"]] = time.time()
-
-    sub.on_message = on_message
+# ---------------------------------------------------------------- 1. broker ceiling
+def ceiling(port: int, n: int, qos: int) -> dict[str, Any]:
+    got: list[float] = []
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-ceil-{qos}")
+    sub.on_message = lambda _c, _u, _m: got.append(time.perf_counter())
+    ready = threading.Event()
+    sub.on_subscribe = lambda *_a: ready.set()
     sub.connect("127.0.0.1", port)
-    sub.subscribe("edge/v1/+/bench/alert/#", 1)
+    sub.subscribe(TOPIC, qos)
     sub.loop_start()
-    time.sleep(0.3)
-    try:
-        q: Any = mp.Queue()
-        n = int(seconds * rate)
-        proc = mp.Process(target=_publisher, args=(port, "bench/line1", n, 1, rate, 2e9, 250, q))
-        proc.start()
-        sent = q.get(timeout=seconds + 60)
-        proc.join(30)
-        time.sleep(1.0)
-        lat = [arrivals[ts] - sent[ts] for ts in arrivals if ts in sent]
-        st = agent.stats()
-        arr = np.array(lat) * 1000 if lat else np.array([np.nan])
-        return {"rate_points_per_s": rate, "seconds": seconds, "points": st["points_in"],
-                "alerts_raised": len(arrivals), "alerts_timed": len(lat),
-                "ingest_to_alert_ms": {"p50": round(float(np.percentile(arr, 50)), 2),
-                                       "p99": round(float(np.percentile(arr, 99)), 2),
-                                       "max": round(float(arr.max()), 2)},
-                "ingest_to_decision_ms": st["latency_ms"],
-                "queue_dropped": st["queue"]["dropped"]}
-    finally:
+    ready.wait(10)
+    go, q = CTX.Event(), CTX.Queue()
+    proc = CTX.Process(target=_publisher, args=(port, n, 1, 0.0, qos, go, q))
+    proc.start()
+    q.get(timeout=60)
+    go.set()
+    q.get(timeout=120)
+    proc.join(30)
+    last = -1
+    while len(got) != last:  # until nothing more arrives
+        last = len(got)
+        time.sleep(0.5)
+    sub.disconnect()
+    sub.loop_stop()
+    secs = got[-1] - got[0] if len(got) > 1 else float("nan")
+    return {"qos": qos, "sent": n, "received": len(got),
+            "messages_per_s": round((len(got) - 1) / secs) if len(got) > 1 else 0}
+
+
+# ---------------------------------------------------------------- 2. without a broker
+def no_broker(tmp: Path, port: int, n_points: int, batch: int) -> dict[str, Any]:
+    from agent.live import LiveAgent
+    from agent.runtime import load_effective
+    from agent.transports.memory import MemoryTransport
+
+    bodies = payloads(n_points, batch)
+    path = _write_config(tmp / f"nobroker{batch}", port, queue_size=len(bodies) + 10)
+    base, overlay, cfg = load_effective(path)
+    agent = LiveAgent(str(path), base, overlay, cfg, boot="bench", transport=MemoryTransport())
+    for body in bodies:
+        agent.ingest.put_data(TOPIC, body)
+    t, cpu = time.perf_counter(), time.process_time()
+    agent.start()
+    while agent.engine.points_in < n_points and agent.failed is None:
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - t
+    cpu = time.process_time() - cpu
+    st = agent.stats()
+    agent.shutdown(flush_timeout=2.0)
+    return {"batch": batch, "points": st["points_in"], "seconds": round(elapsed, 3),
+            "points_per_s": round(st["points_in"] / elapsed),
+            "cpu_us_per_point": round(cpu / max(st["points_in"], 1) * 1e6, 1),
+            "alerts": st["alerts"], "rejected": st["points_rejected"]}
+
+
+def engine_only(n_points: int) -> dict[str, Any]:
+    from agent.config import load_config
+    from agent.engine import Engine
+    from agent.payloads import parse_payload
+
+    path = _write_config(Path(tempfile.mkdtemp(prefix="bench-eng-")), 1)
+    eng = Engine(load_config(path))
+    pts = [p for b in payloads(n_points, 100)
+           for p in parse_payload(b, stream="line1", now=0.0).points]
+    t, cpu = time.perf_counter(), time.process_time()
+    for p in pts:
+        eng.process(p)
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"points": n_points, "points_per_s": round(n_points / elapsed),
+            "us_per_point": round(elapsed / n_points * 1e6, 1),
+            "cpu_us_per_point": round(cpu / n_points * 1e6, 1)}
+
+
+# ---------------------------------------------------------------- 3./4. through Mosquitto
+def live(port: int, tmp: Path, batch: int, rate: float, seconds: float,
+         alerts: bool = False, baseline: bool = False, slack: float = 0.0) -> dict[str, Any]:
+    """One paced run through the broker; latencies timed from the publisher's send."""
+    n_points = max(int(rate * seconds) // batch, 1) * batch
+    cfg_path = _write_config(tmp / f"live-{batch}-{int(rate)}-{time.time_ns()}", port)
+    conn, child = CTX.Pipe()
+    agent = CTX.Process(target=_agent_proc, args=(str(cfg_path), child, baseline))
+    agent.start()
+    if not conn.poll(60) or not conn.recv():
+        raise RuntimeError("agent did not connect")
+    arrivals: list[tuple[float, float]] = []
+    sub = None
+    if alerts:
+        sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-alerts")
+
+        def on_alert(_c: Any, _u: Any, msg: Any) -> None:
+            t = time.time()
+            a = json.loads(msg.payload)
+            if a.get("event") == "raise":
+                arrivals.append((a["ts"], t))
+
+        sub.on_message = on_alert
+        subscribed = threading.Event()
+        sub.on_subscribe = lambda *_a: subscribed.set()
+        sub.connect("127.0.0.1", port)
+        sub.subscribe("edge/v1/+/bench/alert/#", 1)
+        sub.loop_start()
+        subscribed.wait(10)
+    go, q = CTX.Event(), CTX.Queue()
+    pub = CTX.Process(target=_publisher, args=(port, n_points, batch, rate, 0, go, q))
+    pub.start()
+    q.get(timeout=120)
+    go.set()
+    sent = np.array(q.get(timeout=seconds * 3 + 120))
+    pub.join(30)
+    last, still = -1, time.monotonic()
+    while True:  # until every point is decided, or nothing moves for 3 s
+        conn.send("stats")
+        st = conn.recv()
+        done = st["points_in"]
+        if done >= n_points:
+            break
+        if done != last:
+            last, still = done, time.monotonic()
+        elif time.monotonic() - still > 3.0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3 if alerts else 0.0)
+    conn.send("stop")
+    st, dec_ts, dec_t = conn.recv()
+    agent.join(30)
+    if sub is not None:
         sub.disconnect()
         sub.loop_stop()
-        agent.shutdown(flush_timeout=2.0)
+    idx = (np.asarray(dec_ts) - T0).round().astype(int)
+    t_dec = np.asarray(dec_t)
+    lat_dec = (t_dec - sent[idx // batch]) * 1000 if len(idx) else np.array([np.nan])
+    lag = float(t_dec.max() - sent[-1]) if len(t_dec) else float("inf")
+    span = float(t_dec.max() - sent[0]) if len(t_dec) else float("nan")
+    dropped = n_points - st["points_in"]
+    ok = dropped == 0 and st["queue"]["dropped"] == 0 and lag <= max(0.5, 0.1 * seconds) + slack
+    out: dict[str, Any] = {
+        "batch": batch, "rate_points_per_s": round(rate), "points_sent": n_points,
+        "points_decided": st["points_in"], "dropped": dropped,
+        "queue_dropped": st["queue"]["dropped"], "end_lag_s": round(lag, 3),
+        "decided_points_per_s": round(st["points_in"] / span) if span == span else 0,
+        "sustained": bool(ok),
+        "agent_cpu_us_per_point": round(st["cpu_s"] / max(st["points_in"], 1) * 1e6, 1),
+        "send_to_decision_ms": _pct(lat_dec),
+        "agent_queue_to_decision_ms": st["latency_ms"],
+    }
+    if alerts:
+        lat_al = np.array([(t - sent[round(ts - T0) // batch]) * 1000
+                           for ts, t in arrivals]) if arrivals else np.array([np.nan])
+        out["alerts_raised"] = len(arrivals)
+        out["send_to_alert_ms"] = _pct(lat_al)
+        out["_cdf"] = {"decision": np.sort(lat_dec).tolist(), "alert": np.sort(lat_al).tolist()}
+    return out
+
+
+def _cpu_ratio(no_broker_run: dict[str, Any], sustained: dict[str, Any]) -> float | None:
+    best = sustained["at_max"]
+    if not best:
+        return None
+    return round(no_broker_run["cpu_us_per_point"] / best["agent_cpu_us_per_point"], 3)
+
+
+def res_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def _pct(ms: np.ndarray) -> dict[str, float]:
+    return {"p50": round(float(np.percentile(ms, 50)), 2),
+            "p99": round(float(np.percentile(ms, 99)), 2),
+            "max": round(float(np.max(ms)), 2), "n": len(ms)}
+
+
+def max_sustained(port: int, tmp: Path, batch: int, hint: float, probes: int,
+                  seconds: float, baseline: bool = False) -> dict[str, Any]:
+    """Bisect the paced rate in (0, 1.2 * hint] for the largest sustained one."""
+    lo, hi = 0.0, 1.2 * hint
+    runs = []
+    best: dict[str, Any] | None = None
+    for _ in range(probes):
+        rate = (lo + hi) / 2
+        r = live(port, tmp, batch, rate, seconds, baseline=baseline, slack=batch / hint)
+        runs.append({k: r[k] for k in ("rate_points_per_s", "sustained", "dropped",
+                                        "end_lag_s", "decided_points_per_s",
+                                        "agent_cpu_us_per_point")})
+        log.warning("%sbatch %d at %d points/s: %s", "baseline " * baseline, batch, rate,
+                    "sustained" if r["sustained"] else f"not sustained (lag {r['end_lag_s']} s,"
+                    f" {r['dropped']} dropped)")
+        if r["sustained"]:
+            lo, best = rate, r
+        else:
+            hi = rate
+    # every probe sustained: the answer is the top of the searched range, maybe higher
+    return {"batch": batch, "max_sustained_points_per_s": round(lo), "probes": runs,
+            "at_max": best, "capped": all(r["sustained"] for r in runs)}
+
+
+# ---------------------------------------------------------------- report
+def plot(res: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    c, nb, lv = res["broker_ceiling"], res["no_broker"], res["through_mosquitto"]
+    bars = [("ceiling QoS 0\n(msgs/s)", c["qos0"]["messages_per_s"], "tab:gray"),
+            ("ceiling QoS 1\n(msgs/s)", c["qos1"]["messages_per_s"], "tab:gray"),
+            ("engine only", res["engine_only"]["points_per_s"], "tab:green"),
+            ("no broker\n1-pt msgs", nb["batch1"]["points_per_s"], "tab:green"),
+            ("no broker\n100-pt msgs", nb["batch100"]["points_per_s"], "tab:green"),
+            ("Mosquitto\n1-pt msgs", lv["batch1"]["max_sustained_points_per_s"], "tab:blue"),
+            ("Mosquitto\n100-pt msgs", lv["batch100"]["max_sustained_points_per_s"],
+             "tab:blue")]
+    if "batch1_before" in lv:
+        bars.append(("Mosquitto 1-pt\nbefore #9", lv["batch1_before"]["max_sustained_points_per_s"],
+                     "tab:orange"))
+    ax1.bar(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
+    for i, b in enumerate(bars):
+        ax1.text(i, b[1], f"{b[1]:,}", ha="center", va="bottom", fontsize=7)
+    ax1.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("points/s (sustained, 0 drops)")
+    ax1.set_title("throughput on loopback")
+    for i, (name, run) in enumerate(res["latency"].items()):
+        for kind, style in (("decision", "-"), ("alert", "--")):
+            v = np.asarray(run["_cdf"][kind])
+            v = v[np.isfinite(v)]
+            if len(v):
+                ax2.plot(v, np.arange(1, len(v) + 1) / len(v), style, color=f"C{i}",
+                         label=f"send->{kind}, {name}")
+    ax2.axvline(20, color="tab:red", linewidth=1, label="target p99 20 ms")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("ms")
+    ax2.set_ylabel("fraction")
+    ax2.set_title("latency CDF (1-point messages)")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def readme(res: dict[str, Any]) -> str:
+    c, nb, lv, r = (res["broker_ceiling"], res["no_broker"], res["through_mosquitto"],
+                    res["ratios"])
+    lines = [
+        "## Live through Mosquitto (issue #9)",
+        "",
+        f"`python benchmarks/bench_mqtt.py` ({res['run']}, {res['machine'].get('cpu', '?')}, "
+        f"{res['machine']['cpus']} CPUs): one stream of 4 channels, z-score + half-space "
+        "trees, a spike every 250 points; agent, publisher and broker in separate processes.",
+        "",
+        "| path | points/s | CPU µs/point (agent process) |",
+        "|---|---|---|",
+        f"| broker ceiling, plain paho pair, QoS 0 (messages/s) | "
+        f"{c['qos0']['messages_per_s']:,} | |",
+        f"| broker ceiling, plain paho pair, QoS 1 (messages/s) | "
+        f"{c['qos1']['messages_per_s']:,} | |",
+        f"| engine only (`Engine.process` loop) | {res['engine_only']['points_per_s']:,} | "
+        f"{res['engine_only']['cpu_us_per_point']} |",
+        f"| agent, no broker, 1-point messages | {nb['batch1']['points_per_s']:,} | "
+        f"{nb['batch1']['cpu_us_per_point']} |",
+        f"| agent, no broker, 100-point messages | {nb['batch100']['points_per_s']:,} | "
+        f"{nb['batch100']['cpu_us_per_point']} |",
+    ]
+    names = {"batch1": "1-point messages", "batch100": "100-point messages",
+             "batch1_before": "1-point messages, live path before issue #9 (`--baseline`)"}
+    for key, name in names.items():
+        if key in lv:
+            best = lv[key]["at_max"] or {}
+            lines.append(f"| agent through Mosquitto, {name}: max sustained, 0 drops | "
+                         f"{lv[key]['max_sustained_points_per_s']:,} | "
+                         f"{best.get('agent_cpu_us_per_point', '')} |")
+    lines += [
+        "",
+        "| latency (1-point messages, from the publisher's send) | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|",
+    ]
+    for name, run in res["latency"].items():
+        for kind in ("decision", "alert"):
+            p = run[f"send_to_{kind}_ms"]
+            state = "sustained" if run["sustained"] else "NOT sustained"
+            lines.append(f"| send -> {kind} at {name} ({state}) | "
+                         f"{p['p50']} | {p['p99']} | {p['max']} |")
+    lines += [
+        "",
+        "| target (issue #9) | measured | met |",
+        "|---|---|---|",
+        f"| 1-point messages >= 50 % of the QoS 0 ceiling | {r['single_vs_ceiling_qos0']:.1%} | "
+        f"{'yes' if r['single_vs_ceiling_qos0'] >= 0.5 else 'no'} |",
+        f"| 100-point messages >= 80 % of the no-broker throughput | "
+        f"{r['batch_vs_no_broker']:.1%} | {'yes' if r['batch_vs_no_broker'] >= 0.8 else 'no'} |",
+        f"| same, in agent CPU time per point (no broker / through Mosquitto) | "
+        f"{r['cpu_batch_no_broker_vs_mosquitto']} | "
+        f"{'yes' if (r['cpu_batch_no_broker_vs_mosquitto'] or 0) >= 0.8 else 'no'} |",
+        f"| p99 send -> alert <= 20 ms at 1,000 points/s | {r['p99_alert_ms_at_1000']} ms | "
+        f"{'yes' if r['p99_alert_ms_at_1000'] <= 20 else 'no'} |",
+        "",
+        res["note"],
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small run (smoke test)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke test, ~2 min)")
+    ap.add_argument("--no-readme", action="store_true", help="do not touch benchmarks/README.md")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also measure the live path as it was before issue #9 (1-point "
+                         "messages: max sustained rate and latency at 1,000 points/s)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    quick = args.quick
     mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     tmp = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     port = _free_port()
@@ -180,22 +496,71 @@ def main() -> None:
     broker = subprocess.Popen([mosq, "-c", str(conf)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     time.sleep(0.5)
+    t_start = time.monotonic()
+    load_start = os.getloadavg()
     try:
-        n = 5_000 if args.quick else 60_000
-        single = _throughput(port, tmp, n, 1)
-        batched = _throughput(port, tmp, n * 2, 100)
-        lat = _latency(port, tmp, 3.0 if args.quick else 20.0, 1000.0)
+        ceil = {"qos0": ceiling(port, 20_000 if quick else 60_000, 0),
+                "qos1": ceiling(port, 10_000 if quick else 30_000, 1)}
+        log.warning("ceiling: %s", ceil)
+        n_nb = 3_000 if quick else 6_000
+        eng = engine_only(n_nb)
+        nb = {f"batch{b}": no_broker(tmp, port, n_nb, b) for b in (1, 100)}
+        log.warning("engine only %s; no broker %s", eng, nb)
+        probes, secs = (3, 3.0) if quick else (5, 5.0)
+        lv = {f"batch{b}": max_sustained(port, tmp, b, nb[f"batch{b}"]["points_per_s"],
+                                         probes, secs) for b in (1, 100)}
+        lat_secs = 5.0 if quick else 15.0
+        lat = {"1000 points/s": live(port, tmp, 1, 1000.0, lat_secs, alerts=True)}
+        half = round(lv["batch1"]["max_sustained_points_per_s"] / 2)
+        if half and abs(half - 1000) > 100:
+            lat[f"{half} points/s (50 % of capacity)"] = live(port, tmp, 1, half, lat_secs,
+                                                             alerts=True)
+        if args.baseline:  # the transport's share shows at 50 % of capacity, not in a queue
+            lat[f"{half or 1000} points/s, live path before #9"] = live(
+                port, tmp, 1, half or 1000.0, lat_secs, alerts=True, baseline=True)
+            lv["batch1_before"] = max_sustained(port, tmp, 1, nb["batch1"]["points_per_s"],
+                                                probes, secs, baseline=True)
     finally:
         broker.kill()
         broker.wait()
-    result = {"host": {"python": platform.python_version(), "machine": platform.machine(),
-                       "cpus": mp.cpu_count()},
-              "detectors": "zscore(both) + river half_space_trees, 1 stream x 4 channels",
-              "single_point_messages": single, "batches_of_100": batched,
-              "latency_at_1000_points_per_s": lat}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+        shutil.rmtree(tmp, ignore_errors=True)
+    single = lv["batch1"]["max_sustained_points_per_s"]
+    batched = lv["batch100"]["max_sustained_points_per_s"]
+    at1000 = lat["1000 points/s"]
+    ratios = {"single_vs_ceiling_qos0": round(single / ceil["qos0"]["messages_per_s"], 4),
+              "batch_vs_no_broker": round(batched / nb["batch100"]["points_per_s"], 4),
+              "single_vs_no_broker": round(single / nb["batch1"]["points_per_s"], 4),
+              "p99_alert_ms_at_1000": at1000["send_to_alert_ms"]["p99"],
+              "p99_decision_ms_at_1000": at1000["send_to_decision_ms"]["p99"],
+              "capacity_used_at_1000": round(1000 / max(single, 1), 3),
+              # CPU time of the agent process per point: robust to other load on the host
+              "cpu_batch_no_broker_vs_mosquitto": _cpu_ratio(nb["batch100"], lv["batch100"]),
+              "cpu_single_no_broker_vs_mosquitto": _cpu_ratio(nb["batch1"], lv["batch1"])}
+    load = os.getloadavg()[0]
+    note = (f"Detection-bound: the agent decides {nb['batch1']['points_per_s']:,} points/s "
+            f"without a broker, so 1,000 points/s is {1000 / max(single, 1):.0%} of its "
+            "sustained single-point capacity and latency there includes queueing behind "
+            "the detectors; the row at 50 % of capacity shows the transport's own share. "
+            f"Host load average {load_start[0]:.1f} at the start, {load:.1f} at the end "
+            f"({res_cpus()} CPUs): wall-clock rates are shares of a busy machine; the CPU "
+            "time per point is the steadier figure (no broker vs through Mosquitto: "
+            f"{ratios['cpu_batch_no_broker_vs_mosquitto']} with 100-point messages, "
+            f"{ratios['cpu_single_no_broker_vs_mosquitto']} with 1-point messages; "
+            "1.0 = the transport costs nothing).")
+    res = {"run": now_utc(), "machine": machine(), "versions": versions("paho-mqtt"),
+           "quick": quick, "seconds_total": round(time.monotonic() - t_start, 1),
+           "load_average": {"start": load_start, "end": os.getloadavg()},
+           "detectors": "zscore(both) + river half_space_trees, 1 stream x 4 channels",
+           "broker_ceiling": ceil, "engine_only": eng, "no_broker": nb,
+           "through_mosquitto": lv, "latency": lat, "ratios": ratios, "note": note}
+    plot(res, RESULTS / "mqtt.png")
+    for run in lat.values():
+        run.pop("_cdf")
+    save_json(RESULTS / "mqtt.json", res)
+    if not args.no_readme:
+        update_readme("mqtt", readme(res))
+    print(json.dumps({k: res[k] for k in ("broker_ceiling", "engine_only", "no_broker",
+                                          "ratios")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,16 @@ class Broker:
         self.start()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak run (minutes) is deselected unless ``-m`` names it (CI: ``pytest -m soak``)."""
+    if "soak" in (config.option.markexpr or ""):
+        return
+    soak = [it for it in items if it.get_closest_marker("soak") is not None]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [it for it in items if it.get_closest_marker("soak") is None]
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if MOSQUITTO is None:
