@@ -398,6 +398,22 @@ class StatGate:
             mad = np.zeros(self.n_channels)
             meanad = np.zeros(self.n_channels)
             step = np.full(self.n_channels, np.inf)
+            full = count >= len(self._buf)
+            if full.sum() > 1:  # one re-baselining column must not put all on the slow path
+                cols = np.flatnonzero(full)
+                vals = self._buf[:, cols]
+                diffs = np.diff(np.sort(vals, axis=0), axis=0)
+                pos = diffs > 0
+                self.distinct[cols] = (pos.sum(axis=0) + 1) / len(vals)
+                step[cols] = np.where(pos, diffs, np.inf).min(axis=0)
+                med[cols] = _median0(vals)
+                absdev = np.abs(vals - med[cols])
+                mad[cols] = _median0(absdev)
+                for j, c in enumerate(cols):  # per column: the same sums as below, bit for bit
+                    col = self._buf[:, c]
+                    meanad[c] = absdev[:, j].mean()
+                    self._sum[c], self._sumsq[c] = col.sum(), col @ col
+                count = np.where(full, 0, count)
             for c in np.flatnonzero(count > 0):
                 col = self._buf[: count[c], c]
                 diffs = np.diff(np.sort(col))
