@@ -29,6 +29,7 @@ from agent.config import AgentConfig, config_from_dict
 from agent.config_live import COMMANDS
 from agent.errors import AgentError, ConfigError
 from agent.jsonsafe import loads as loads_json
+from agent.model_kind import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class CommandTarget(Protocol):
     def cmd_flush(self, timeout_s: float) -> dict[str, Any]: ...
     def cmd_stats_now(self) -> dict[str, Any]: ...
     def cmd_checkpoint(self) -> dict[str, Any]: ...
+    def cmd_model_rollback(self, kind: str | None) -> dict[str, Any]: ...
 
 
 class CommandError(AgentError):
@@ -104,6 +106,11 @@ def _call(target: CommandTarget, cmd: Command, streams: tuple[str, ...]) -> dict
                 0 < timeout <= 300):
             raise CommandError(400, "args.timeout_s must be a number in (0, 300]")
         return target.cmd_flush(float(timeout))
+    if cmd.name == "model_rollback":
+        kind = a.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise CommandError(400, f"args.kind must be one of {list(KINDS)}")
+        return target.cmd_model_rollback(kind)
     handler = getattr(target, f"cmd_{cmd.name}")
     result: dict[str, Any] = handler()
     return result

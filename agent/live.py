@@ -464,10 +464,10 @@ class LiveAgent:
     def cmd_checkpoint(self) -> dict[str, Any]:
         return self._checkpoint()
 
-    def cmd_model_rollback(self) -> dict[str, Any]:
+    def cmd_model_rollback(self, kind: str | None) -> dict[str, Any]:
         if self.models is None:
             raise CommandError(409, "model updates are off (models.dir is not set)")
-        return self.models.request_rollback()
+        return self.models.request_rollback(kind)
 
     # ----------------------------------------------------------------- shutdown
     def shutdown(self, flush_timeout: float = 5.0) -> None:

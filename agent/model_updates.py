@@ -577,17 +577,19 @@ class ModelUpdater:
         self._queue.put((self._rollback, verdict[0], verdict[1], "health", kind))
 
     # ------------------------------------------------------------------ rollback
-    def request_rollback(self) -> dict[str, Any]:
-        """``cmd/model_rollback`` (detection thread): check, then roll back off-thread."""
-        kind = self._last_kind  # the kind of the last activation is rolled back
+    def request_rollback(self, kind: str | None = None) -> dict[str, Any]:
+        """``cmd/model_rollback`` (detection thread): check, then roll back off-thread.
+        ``kind``: which model slot (None: the kind of the last activation)."""
+        kind = kind or self._last_kind
         history = self._store_of(kind).pointer().history
         if not history:
-            raise CommandError(409, f"{Reason.NOTHING_TO_ROLL_BACK.value}: no previous model")
-        self._watch = None
+            raise CommandError(409, f"{Reason.NOTHING_TO_ROLL_BACK.value}: no previous "
+                                    f"{kind} model")
+        if self._watch_kind == kind:  # the health check of the model rolled back ends here
+            self._watch = None
         self._queue.put((self._rollback, None, "requested by cmd/model_rollback", "command",
                          kind))
-        out: dict[str, Any] = {"rolling_back_to": history[0]}
-        return out | ({"kind": kind} if kind != AUTOENCODER else {})
+        return {"rolling_back_to": history[0], "kind": kind}
 
     def _rollback(self, reason: Reason | None, detail: str, origin: str,
                   kind: str = AUTOENCODER) -> None:

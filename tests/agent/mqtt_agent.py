@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.control import merge
 from agent.live import LiveAgent
@@ -79,3 +81,20 @@ def wait(pred: Any, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def command(probe: Any, gw: str, name: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send a command as an MQTT 5 request (response topic + correlation data); its reply."""
+    corr = f"c-{name}-{len(probe.messages)}".encode()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = f"reply/{gw}"
+    props.CorrelationData = corr
+    probe.publish(f"{root(gw)}/cmd/{name}", json.dumps(body or {}), properties=props)
+
+    def answered() -> list[Any]:
+        return [m for m in probe.messages if m[0] == f"reply/{gw}"
+                and getattr(m[3], "CorrelationData", None) == corr]
+
+    assert probe.wait_for(lambda: bool(answered()), 10), f"no reply to {name}"
+    reply: dict[str, Any] = json.loads(answered()[0][1])
+    return reply

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.live import LiveAgent
 from export.cli import main as export_main
@@ -28,7 +26,7 @@ from tests.agent.model_update_helpers import (
     storm_blob,
     write_model,
 )
-from tests.agent.mqtt_agent import live_agent, root, wait, write_config
+from tests.agent.mqtt_agent import command, live_agent, root, wait, write_config
 
 pytestmark = pytest.mark.network
 
@@ -116,20 +114,6 @@ def send(tmp_path: Path, broker: Any, gw: str, blob: bytes, man: dict[str, Any],
                 host=broker.host, port=broker.port, root=root(gw), chunk_size=512, **kw)
 
 
-def command(p: Any, gw: str, name: str) -> dict[str, Any]:
-    corr = f"c-{name}-{len(p.messages)}".encode()
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic, props.CorrelationData = f"reply/{gw}", corr
-    p.publish(f"{root(gw)}/cmd/{name}", b"{}", properties=props)
-
-    def answered() -> list[Any]:
-        return [m for m in p.messages if getattr(m[3], "CorrelationData", None) == corr]
-
-    assert p.wait_for(lambda: bool(answered()), 10)
-    reply: dict[str, Any] = json.loads(answered()[0][1])
-    return reply
-
-
 def test_push_activates_between_two_points(tmp_path: Path, broker: Any, probe: Any,
                                            capsys: Any) -> None:
     gw = "gw-push"
@@ -214,7 +198,8 @@ def test_rollback_by_command_and_on_an_alert_storm(tmp_path: Path, broker: Any,
         res = send(tmp_path, broker, gw, blob_b, manifest(blob_b, key), "b.onnx")
         assert res.state["state"] == "active"
         reply = command(p, gw, "model_rollback")
-        assert reply["code"] == 200 and reply["result"] == {"rolling_back_to": "config"}
+        assert reply["code"] == 200 and reply["result"] == {"rolling_back_to": "config",
+                                                         "kind": "autoencoder"}
         back = wait_state(p, "rolled_back", origin="command")
         assert back["sha256"] == sha_a and back["rolled_back"]["version"] == "1.1.0"
         assert agent.model.sha256 == sha_a

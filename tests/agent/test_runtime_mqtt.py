@@ -8,30 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from firmware_bridge.batch import encode_batch
-from tests.agent.mqtt_agent import live_agent, normal_then_spikes, point, root, wait, write_config
+from tests.agent.mqtt_agent import (
+    command,
+    live_agent,
+    normal_then_spikes,
+    point,
+    root,
+    wait,
+    write_config,
+)
 
 pytestmark = pytest.mark.network
-
-
-def command(probe: Any, gw: str, name: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Send a command as an MQTT 5 request (response topic + correlation data)."""
-    corr = f"c-{name}-{len(probe.messages)}".encode()
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = f"reply/{gw}"
-    props.CorrelationData = corr
-    probe.publish(f"{root(gw)}/cmd/{name}", json.dumps(body or {}), properties=props)
-
-    def answered() -> list[Any]:
-        return [m for m in probe.messages if m[0] == f"reply/{gw}"
-                and getattr(m[3], "CorrelationData", None) == corr]
-
-    assert probe.wait_for(lambda: bool(answered()), 10), f"no reply to {name}"
-    reply: dict[str, Any] = json.loads(answered()[0][1])
-    return reply
 
 
 def test_ingest_every_payload_format(tmp_path: Path, broker: Any, probe: Any) -> None:

@@ -12,8 +12,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.events.live import events_checkpoint_path
 from agent.live import LiveAgent
@@ -24,7 +22,7 @@ from export.config import config_from_dict
 from export.train import train_run
 from tests.agent.helpers import meta_of, with_meta
 from tests.agent.model_update_helpers import keypair, manifest, write_model
-from tests.agent.mqtt_agent import live_agent, root, wait, write_config
+from tests.agent.mqtt_agent import command, live_agent, root, wait, write_config
 from tests.conftest import Probe
 
 pytestmark = pytest.mark.network
@@ -169,20 +167,6 @@ def test_bad_event_payloads_are_counted_and_logged_once(
     assert len(logged) == 1, logged
 
 
-def _command(p: Any, gw: str, name: str) -> dict[str, Any]:
-    corr = f"c-{name}-{len(p.messages)}".encode()
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic, props.CorrelationData = f"reply/{gw}", corr
-    p.publish(f"{root(gw)}/cmd/{name}", b"{}", properties=props)
-
-    def answered() -> list[Any]:
-        return [m for m in p.messages if getattr(m[3], "CorrelationData", None) == corr]
-
-    assert p.wait_for(lambda: bool(answered()), 10)
-    reply: dict[str, Any] = json.loads(answered()[0][1])
-    return reply
-
-
 def _state(p: Any, state: str, version: str) -> dict[str, Any]:
     def found() -> list[dict[str, Any]]:
         return [s for s in p.json("/model/state") if s["state"] == state
@@ -243,7 +227,11 @@ def test_next_event_model_is_pushed_swapped_and_rolled_back(
         assert len(ptr["history"]) == 2 and ptr["history"][1] == "config"
         assert not (tmp_path / "models" / "active.json").exists()
 
-        reply = _command(p, gw, "model_rollback")
+        # the autoencoder slot has no previous model; an unknown kind is a bad argument
+        reply = command(p, gw, "model_rollback", {"args": {"kind": "autoencoder"}})
+        assert reply["code"] == 409 and "autoencoder" in reply["error"], reply
+        assert command(p, gw, "model_rollback", {"args": {"kind": "lstm"}})["code"] == 400
+        reply = command(p, gw, "model_rollback", {"args": {"kind": "next_event"}})
         assert reply["code"] == 200 and reply["result"]["kind"] == "next_event", reply
         rolled = _state(p, "rolled_back", "1.0.0")
         assert rolled["kind"] == "next_event" and rolled["rolled_back"]["version"] == "1.1.0"
