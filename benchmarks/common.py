@@ -8,7 +8,9 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -79,3 +81,31 @@ def update_readme(section: str, body: str, readme: Path = README) -> Path:
         text.rstrip() + "\n\n" + block + "\n")
     readme.write_text(text)
     return readme
+
+
+class Stopwatch:
+    """Wall time of a run by phase (:meth:`lap`) and in total, and the CPU time of this
+    process plus its finished child processes (a process pool's workers count once the pool
+    has been shut down)."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> float:
+        """Close ``phase`` (it began at the previous lap); its wall seconds."""
+        now = time.perf_counter()
+        self.phases[phase] = round(now - self._last, 1)
+        self._last = now
+        return self.phases[phase]
+
+    @staticmethod
+    def cpu_seconds() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        return {"wall_seconds": round(time.perf_counter() - self._start, 1),
+                "cpu_seconds": round(self.cpu_seconds(), 1),
+                "phase_wall_seconds": dict(self.phases), **extra}

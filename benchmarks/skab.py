@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/skab.py [--out benchmarks/results] [--no-cv]
+    python benchmarks/skab.py [--out benchmarks/results] [--no-cv] [--workers N]
 
 Every one of the 34 files goes through :func:`agent.replay.replay_table` -- the code path
 of ``edge-agent replay`` -- with a fresh engine per file: the first 400 rows only learn
@@ -13,7 +13,10 @@ from a file's training rows), loaded with :class:`~agent.onnx_scorer.OnnxModel` 
 pushed model. Configuration: ``configs/skab.yaml`` plus :data:`CHART` below (one global
 configuration for all 34 files; how it was chosen: ``--cv`` and benchmarks/README.md).
 
-Variants: the cascade, each stage alone, and prototypes of proposed core changes.
+Variants: the cascade, each stage alone, and prototypes of proposed core changes. The
+replays (variant x file) and the CV's per-file chart scoring run in a process pool of
+``--workers`` processes (default: the number of CPUs); the figures do not depend on it.
+The wall and CPU time of the run are saved under ``runtime`` in the JSON.
 Outputs: ``<out>/skab.json``, ``<out>/skab.png``, per-file score CSVs under
 ``<out>/tmp/skab_scores/<group>/<n>.csv`` (``timestamp,alert,score``; gitignored) and
 the table in benchmarks/README.md.
@@ -22,11 +25,13 @@ the table in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import itertools
+import multiprocessing
+import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,12 +76,20 @@ def make_chart(params: dict[str, Any], train: np.ndarray) -> WindowMeanChart:
                            rules, decay=params.get("decay", 0.0)).fit(train)
 
 
-def chart_model(params: dict[str, Any], f: sm.SkabFile) -> OnnxModel:
+def chart_blob(params: dict[str, Any], f: sm.SkabFile) -> bytes:
+    """The ONNX bytes of ``f``'s stage-3 chart (fitted on its training rows)."""
     idx = [f.table.columns.index(c) for c in params["channels"]]
     train = f.table.values[: sm.N_TRAIN, idx]
     chart = make_chart(params, train)
-    blob = chart.to_onnx(name=f"skab-chart-{f.key.replace('/', '-')}", golden_rows=train)
-    return OnnxModel(blob, providers=("cpu",), source=f"chart:{f.key}")
+    return chart.to_onnx(name=f"skab-chart-{f.key.replace('/', '-')}", golden_rows=train)
+
+
+def load_chart(blob: bytes, key: str) -> OnnxModel:
+    return OnnxModel(blob, providers=("cpu",), source=f"chart:{key}")
+
+
+def chart_model(params: dict[str, Any], f: sm.SkabFile) -> OnnxModel:
+    return load_chart(chart_blob(params, f), f.key)
 
 
 def _replace(cfg: AgentConfig, **sections: dict[str, Any]) -> AgentConfig:
@@ -161,28 +174,90 @@ def hold_while_active() -> Iterator[None]:
 # --------------------------------------------------------------------------- running
 
 
-def run_variant(v: Variant, files: list[sm.SkabFile], models: dict[str, OnnxModel],
-                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    alerts, scores, stage3, escalated = {}, {}, 0, 0
-    t0 = time.perf_counter()
+# Runs are independent (a fresh engine per file and variant), so they go to a process pool of
+# os.cpu_count() workers; results are put back in file order, so nothing depends on which
+# worker ran what or when it finished. Workers are spawned (not forked: the parent may hold
+# onnxruntime sessions) and get the files, the variants and the charts' ONNX bytes once.
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(files: list[sm.SkabFile], vs: list[Variant], blobs: dict[str, bytes]) -> None:
+    _WORKER.update(files={f.key: f for f in files}, variants={v.name: v for v in vs},
+                   blobs=blobs, models={})
+
+
+def _worker_model(key: str) -> OnnxModel:
+    models = _WORKER["models"]
+    if key not in models:
+        models[key] = load_chart(_WORKER["blobs"][key], key)
+    return models[key]
+
+
+@dataclasses.dataclass
+class FileRun:
+    """One variant on one file: what :func:`run_variants` keeps of a replay."""
+
+    alerts: np.ndarray
+    scores: np.ndarray
+    stage3: int
+    escalated: int
+    seconds: float
+
+
+def replay_file(v: Variant, f: sm.SkabFile, model: OnnxModel | None,
+                progress: Callable[[int], None] | None = None) -> FileRun:
     ctx = hold_while_active() if v.prototype else contextlib.nullcontext()
     with ctx:
-        for f in files:
-            r = replay_table(v.config, f.table, model=models[f.key] if v.use_model else None,
-                             warmup_rows=sm.N_TRAIN, progress=progress)
-            alerts[f.key], scores[f.key] = r.alerts, r.scores
-            stage3 += int(r.stats["scored"]["stage3"])
-            escalated += int(r.stats["escalated"]["to_stage3"])
-    seconds = time.perf_counter() - t0
+        r = replay_table(v.config, f.table, model=model if v.use_model else None,
+                         warmup_rows=sm.N_TRAIN, progress=progress)
+    return FileRun(r.alerts, r.scores, int(r.stats["scored"]["stage3"]),
+                   int(r.stats["escalated"]["to_stage3"]), r.seconds)
+
+
+def _replay_task(name: str, key: str) -> FileRun:
+    v = _WORKER["variants"][name]
+    return replay_file(v, _WORKER["files"][key], _worker_model(key) if v.use_model else None)
+
+
+def _summarise(v: Variant, files: list[sm.SkabFile], runs: dict[str, FileRun]) -> dict[str, Any]:
+    alerts = {f.key: runs[f.key].alerts for f in files}
+    scores = {f.key: runs[f.key].scores for f in files}
     total, per = sm.evaluate(files, alerts)
     n_test = sum(len(f.labels) - sm.N_TRAIN for f in files)
+    stage3 = sum(runs[f.key].stage3 for f in files)
     return {
         "description": v.description, "prototype": v.prototype, **total.as_dict(),
-        "stage3_fraction": round(stage3 / n_test, 4), "stage3_escalated": escalated,
-        "seconds": round(seconds, 1),
+        "stage3_fraction": round(stage3 / n_test, 4),
+        "stage3_escalated": sum(runs[f.key].escalated for f in files),
+        "seconds": round(sum(runs[f.key].seconds for f in files), 1),
         "per_file": {k: c.as_dict() for k, c in per.items()},
         "_alerts": alerts, "_scores": scores,
     }
+
+
+def run_variants(vs: list[Variant], files: list[sm.SkabFile], blobs: dict[str, bytes],
+                 pool: cf.ProcessPoolExecutor | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Every variant on every file through :func:`agent.replay.replay_table` (in ``pool``
+    when given, else here); ``seconds`` of a variant is the sum of its replays' times."""
+    runs: dict[str, dict[str, FileRun]] = {v.name: {} for v in vs}
+    if pool is None:
+        models = {f.key: load_chart(blobs[f.key], f.key) for f in files}
+        for v in vs:
+            for f in files:
+                runs[v.name][f.key] = replay_file(v, f, models[f.key], progress)
+    else:
+        # longest first (the files are similar per row; variant order is roughly by cost)
+        by_len = sorted(files, key=lambda f: -len(f.labels))
+        futures = {pool.submit(_replay_task, v.name, f.key): (v.name, f)
+                   for v in vs for f in by_len}
+        for fut in cf.as_completed(futures):
+            name, f = futures[fut]
+            runs[name][f.key] = fut.result()
+            if progress is not None:
+                progress(len(f.labels))
+    return {v.name: _summarise(v, files, runs[v.name]) for v in vs}
 
 
 def write_scores(root: Path, files: list[sm.SkabFile], res: dict[str, Any]) -> None:
@@ -247,29 +322,85 @@ CV_ABLATIONS: dict[str, dict[str, list[Any]]] = {
 Conf = dict[tuple[Any, ...], dict[str, sm.Confusion]]
 
 
-def grid_confusions(files: list[sm.SkabFile], grid: dict[str, list[Any]],
-                    cache: Conf | None = None) -> Conf:
-    """Per-file confusions of every grid point (vectorised chart + policy; ``cache`` is
-    shared between grids so that a setting is scored once)."""
-    cache = {} if cache is None else cache
-    out: Conf = {}
-    for g in itertools.product(*(grid[n] for n in CV_NAMES)):
-        if g not in cache:
-            *chart_args, ca = g
-            p = _params(*chart_args)
-            part: dict[str, sm.Confusion] = {}
-            for f in files:
-                idx = [f.table.columns.index(c) for c in p["channels"]]
-                x = f.table.values[:, idx]
-                ratios = make_chart(p, x[: sm.N_TRAIN]).score_rows(x)
-                part[f.key] = sm.confusion(f.labels, policy_alerts(ratios, ca))
-            cache[g] = part
-        out[g] = cache[g]
+def chart_confusions(f: sm.SkabFile, charts: list[tuple[Any, ...]],
+                     clear_afters: list[list[int]]) -> dict[tuple[Any, ...], sm.Confusion]:
+    """``f``'s confusion at every ``(*chart, clear_after)`` point, ``clear_afters[i]``
+    being the values wanted with ``charts[i]``: the chart is fitted and scored once and the
+    (cheap) alert policy is applied to its ratios for each ``clear_after``."""
+    out: dict[tuple[Any, ...], sm.Confusion] = {}
+    y = f.labels[sm.N_TRAIN:].astype(bool)
+    for chart_args, cas in zip(charts, clear_afters, strict=True):
+        p = _params(*chart_args)
+        idx = [f.table.columns.index(c) for c in p["channels"]]
+        x = f.table.values[:, idx]
+        ratios = make_chart(p, x[: sm.N_TRAIN]).score_rows(x)
+        for ca, c in zip(cas, policy_confusions(ratios, cas, y), strict=True):
+            out[(*chart_args, ca)] = c
     return out
 
 
+def policy_confusions(ratios: np.ndarray, clear_afters: list[int],
+                      y: np.ndarray) -> list[sm.Confusion]:
+    """``sm.confusion(labels, policy_alerts(ratios, ca))`` for every ``ca`` of
+    ``clear_afters`` at once (``y``: the test rows' labels as bool; same integers)."""
+    hit = np.asarray(ratios) >= 1.0
+    hit[: sm.N_TRAIN] = False
+    c = np.concatenate([[0], np.cumsum(hit)])
+    i = np.arange(sm.N_TRAIN, len(hit))  # test rows only
+    lo = np.maximum(0, i[None, :] - np.asarray(clear_afters)[:, None] + 1)
+    alert = (c[i + 1][None, :] - c[lo]) > 0  # (len(clear_afters), test rows)
+    tp = np.count_nonzero(alert & y, axis=1)
+    fp = np.count_nonzero(alert, axis=1) - tp
+    fn = int(np.count_nonzero(y)) - tp
+    tn = len(y) - tp - fp - fn
+    return [sm.Confusion(int(a), int(b), int(c_), int(d))
+            for a, b, c_, d in zip(tp, tn, fp, fn, strict=True)]
+
+
+def _chart_task(key: str, charts: list[tuple[Any, ...]],
+                clear_afters: list[list[int]]) -> dict[tuple[Any, ...], sm.Confusion]:
+    return chart_confusions(_WORKER["files"][key], charts, clear_afters)
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
+    return list(itertools.product(*(grid[n] for n in CV_NAMES)))
+
+
+def fill_cache(files: list[sm.SkabFile], points: list[tuple[Any, ...]], cache: Conf,
+               pool: cf.ProcessPoolExecutor | None = None) -> None:
+    """Score the grid ``points`` missing from ``cache`` (one task per file in ``pool``)."""
+    todo: dict[tuple[Any, ...], list[int]] = {}  # chart args -> clear_after values missing
+    for g in dict.fromkeys(points):
+        if g not in cache:
+            todo.setdefault(g[:-1], []).append(g[-1])
+    if not todo:
+        return
+    charts, cas = list(todo), list(todo.values())
+    if pool is None:
+        per = [chart_confusions(f, charts, cas) for f in files]
+    else:
+        n = len(files)
+        per = list(pool.map(_chart_task, [f.key for f in files], [charts] * n, [cas] * n))
+    for chart_args, ca_list in todo.items():
+        for ca in ca_list:
+            g = (*chart_args, ca)
+            cache[g] = {f.key: part[g] for f, part in zip(files, per, strict=True)}
+
+
+def grid_confusions(files: list[sm.SkabFile], grid: dict[str, list[Any]],
+                    cache: Conf | None = None,
+                    pool: cf.ProcessPoolExecutor | None = None) -> Conf:
+    """Per-file confusions of every grid point (vectorised chart + policy; ``cache`` is
+    shared between grids so that a setting is scored once; files go to ``pool`` if given)."""
+    cache = {} if cache is None else cache
+    points = grid_points(grid)
+    fill_cache(files, points, cache, pool)
+    return {g: cache[g] for g in points}
+
+
 def cross_validate(files: list[sm.SkabFile], grid: dict[str, list[Any]] | None = None,
-                   cache: Conf | None = None) -> dict[str, Any]:
+                   cache: Conf | None = None,
+                   pool: cf.ProcessPoolExecutor | None = None) -> dict[str, Any]:
     """Leave-files-out CV of the chart + policy parameters over ``grid`` (:data:`CV_GRID`).
 
     Selection rule on the tuning files: the largest F1 among settings with FAR <= 10 %
@@ -279,7 +410,7 @@ def cross_validate(files: list[sm.SkabFile], grid: dict[str, list[Any]] | None =
     """
     grid = CV_GRID if grid is None else grid
     keys = [f.key for f in files]
-    conf = grid_confusions(files, grid, cache)
+    conf = grid_confusions(files, grid, cache, pool)
 
     def pick(tune: list[str]) -> tuple[Any, ...]:
         def key(g: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -312,11 +443,12 @@ def cross_validate(files: list[sm.SkabFile], grid: dict[str, list[Any]] | None =
     return out
 
 
-def ablations(files: list[sm.SkabFile], cache: Conf) -> dict[str, Any]:
+def ablations(files: list[sm.SkabFile], cache: Conf,
+              pool: cf.ProcessPoolExecutor | None = None) -> dict[str, Any]:
     """Held-out figures of the CV over each grid of :data:`CV_ABLATIONS`."""
     out = {}
     for name, grid in CV_ABLATIONS.items():
-        cv = cross_validate(files, grid, cache)
+        cv = cross_validate(files, grid, cache, pool)
         out[name] = {"grid": grid, "all_files_choice": cv["all_files_choice"],
                      "all_files_choice_score": cv["all_files_choice_score"],
                      **{s: v["held_out_pooled"] for s, v in cv["schemes"].items()}}
@@ -387,6 +519,12 @@ def cv_table(cv: dict[str, Any], abl: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def runtime_text(rt: dict[str, Any]) -> str:
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in rt["phase_wall_seconds"].items())
+    return (f"{rt['wall_seconds']:.0f} s wall ({phases}), {rt['cpu_seconds']:.0f} s CPU, "
+            f"{rt['workers']} worker process{'es' if rt['workers'] > 1 else ''}")
+
+
 def config_summary(cfg: AgentConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     return {k: d[k] for k in ("streams", "detectors", "escalation", "alerts")}
@@ -402,34 +540,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
     ap.add_argument("--variants", default=None, help="comma-separated subset of variants")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="worker processes for the replays and the CV (default: the number "
+                    "of CPUs; 1 = everything in this process)")
     args = ap.parse_args(argv)
 
     from tqdm import tqdm
 
+    clock = common.Stopwatch()
     out = Path(args.out)
     if not sm.available(args.data):
         print(f"SKAB not found at {sm.data_dir(args.data)}", file=sys.stderr)
         return 2
     files = sm.load_files(args.data)
     cfg = load_config(args.config)
-    models = {f.key: chart_model(CHART, f) for f in files}
+    blobs = {f.key: chart_blob(CHART, f) for f in files}
     vs = variants(cfg)
     if args.variants:
         keep = args.variants.split(",")
         vs = [v for v in vs if v.name in keep]
     rows_total = sum(len(f.labels) for f in files)
-    results: dict[str, dict[str, Any]] = {}
-    with tqdm(total=rows_total * len(vs), unit="row", file=sys.stderr, desc="skab") as bar:
-        for v in vs:
-            bar.set_postfix_str(v.name)
-            results[v.name] = run_variant(v, files, models, bar.update)
+    workers = max(1, args.workers)
+    clock.lap("load")
+    with contextlib.ExitStack() as stack:
+        pool = None if workers == 1 else stack.enter_context(cf.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(files, vs, blobs)))
+        with tqdm(total=rows_total * len(vs), unit="row", file=sys.stderr, desc="skab") as bar:
+            results = run_variants(vs, files, blobs, pool, bar.update)
+        clock.lap("replay")
+        cache: Conf = {}
+        cv = abl = None
+        if not args.no_cv:
+            grids = [CV_GRID, *CV_ABLATIONS.values()]
+            fill_cache(files, [g for grid in grids for g in grid_points(grid)], cache, pool)
+            cv = cross_validate(files, CV_GRID, cache)
+            abl = ablations(files, cache)
+        clock.lap("cv")
     main_name = "cascade" if "cascade" in results else next(iter(results))
     write_scores(Path(args.scores) if args.scores else out / "tmp" / "skab_scores", files,
                  results[main_name])
     refs = sm.reference_scores(files)
-    cache: Conf = {}
-    cv = None if args.no_cv else cross_validate(files, CV_GRID, cache)
-    abl = None if args.no_cv else ablations(files, cache)
 
     for r in results.values():
         r.pop("_alerts"), r.pop("_scores")
@@ -450,8 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         "cross_validation": cv,
         "cv_ablations": abl,
     }
-    common.save_json(out / "skab.json", report)
     plot(results, main_name, out / "skab.png")
+    clock.lap("report")
+    report["runtime"] = runtime = clock.summary(workers=workers)
+    common.save_json(out / "skab.json", report)
 
     tab = table(results)
     print(tab)
@@ -469,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CV choice on all files: {cv['all_files_choice']}")
     if abl:
         print(cv_table(cv, abl))
+    print(f"runtime: {runtime_text(runtime)}")
     if not args.no_readme:
         body = (
             f"SKAB outlier track, `python benchmarks/skab.py` ({report['date']}, "
@@ -477,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             "(centred windows), edge-agent is causal.\n\n" + tab + "\n\n"
             + "Stage-3 fraction of test points: " + ", ".join(
                 f"{n} {r['stage3_fraction']:.2f}" for n, r in results.items()) + "."
+            + f"\n\nRuntime of the whole script: {runtime_text(runtime)}."
         )
         if cv:
             body += "\n\nLeave-files-out CV (held-out, pooled): " + "; ".join(
