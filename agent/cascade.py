@@ -90,6 +90,7 @@ class StreamCascade:
         self.river = RiverStage(det.river, self.channels) if det.river.enabled else None
         self._model: OnnxModel | None = None
         self._feat_idx: np.ndarray | None = None
+        self._all_feats = False  # the model reads every channel in order: no column copy
         self._window: _Window | None = None
         self._last = [0.0] * n
         self._seen = [False] * n
@@ -115,6 +116,7 @@ class StreamCascade:
         elif self._window.size != model.window:
             self._window = self._window.resized(model.window)
         self._model, self._feat_idx = model, idx
+        self._all_feats = bool(np.array_equal(idx, np.arange(len(self.channels))))
 
     # ------------------------------------------------------------------ helpers
     def _fill(self, x: list[float]) -> list[float]:
@@ -184,7 +186,8 @@ class StreamCascade:
         ):
             if gate is not None:
                 counts["escalated"][2] += 1
-            res = model.score_window(window.view()[:, self._feat_idx])
+            win = window.view()  # contiguous (W, C), copied once, into the model's buffer
+            res = model.score_window(win if self._all_feats else win[:, self._feat_idx])
             s3 = res.score
             counts["scored"][2] += 1
             if res.channel_errors is not None:

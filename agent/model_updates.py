@@ -43,7 +43,7 @@ from agent.model_store import (
     ready_drops,
     verify_model,
 )
-from agent.onnx_scorer import OnnxModel, Scored, model_from_config
+from agent.onnx_scorer import OnnxModel, Scored, ScoredBatch, model_from_config
 from agent.signing import KeyRing
 from agent.topics import TopicTree
 
@@ -67,11 +67,13 @@ class WatchedModel(OnnxModel):
         self.errors = 0
         self.first_scored: float | None = None
 
-    def score_batch(self, windows: np.ndarray) -> list[Scored]:
+    def score_batch(self, windows: np.ndarray) -> ScoredBatch:
         try:
             out = super().score_batch(windows)
         except Exception as exc:  # onnxruntime raises several unrelated types at run time
-            return self._failed(exc, len(windows))
+            self._failed(exc)
+            n = len(windows)
+            return ScoredBatch(np.full(n, math.nan), np.zeros(n), None)
         self._scored(len(out))
         return out
 
@@ -79,7 +81,8 @@ class WatchedModel(OnnxModel):
         try:
             out = super().score_window(window)
         except Exception as exc:  # onnxruntime raises several unrelated types at run time
-            return self._failed(exc, 1)[0]
+            self._failed(exc)
+            return Scored(math.nan, 0.0, None)
         self._scored(1)
         return out
 
@@ -88,12 +91,11 @@ class WatchedModel(OnnxModel):
             self.first_scored = self.clock()
         self.windows += n
 
-    def _failed(self, exc: Exception, n: int) -> list[Scored]:
+    def _failed(self, exc: Exception) -> None:
         self.errors += 1
         if self.errors == 1:
             log.error("model %s %s failed to score a window: %s", self.meta.name,
                       self.meta.version, exc)
-        return [Scored(math.nan, 0.0, None) for _ in range(n)]
 
 
 @dataclass

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,6 +48,55 @@ class Scored(NamedTuple):
     raw: float
     score: float
     channel_errors: np.ndarray | None
+
+
+class ScoredBatch:
+    """Stage-3 results of a batch of windows, as arrays: what :meth:`OnnxModel.score_batch`
+    returns.
+
+    ``raw`` ``(B,)`` raw errors (float32 as a fused graph outputs them, float64 when the
+    agent reduces a reconstruction), ``score`` ``(B,)`` float64 calibrated scores in [0, 1]
+    (bit for bit what :meth:`~agent.model_meta.ModelMeta.calibrate` gives), and
+    ``channel_errors`` ``(B, C)`` per-channel errors or None. Scoring a batch builds these
+    arrays only, no Python object per window (issue #9: at batch 16 a result object per
+    window cost about a quarter of the fused model's own time). ``batch[i]`` and iteration
+    build per-window :class:`Scored` lazily for callers that want them. The arrays are the
+    batch's own, never a model's bound output buffers: later runs do not change them.
+    """
+
+    __slots__ = ("channel_errors", "raw", "score")
+
+    def __init__(self, raw: np.ndarray, score: np.ndarray,
+                 channel_errors: np.ndarray | None) -> None:
+        self.raw = raw
+        self.score = score
+        self.channel_errors = channel_errors
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> Scored:
+        per = self.channel_errors
+        return Scored(float(self.raw[i]), float(self.score[i]), None if per is None else per[i])
+
+    def __iter__(self) -> Iterator[Scored]:
+        per = self.channel_errors
+        rows: Iterable[np.ndarray | None] = repeat(None, len(self.raw)) if per is None else per
+        return map(Scored, self.raw.tolist(), self.score.tolist(), rows)
+
+    def __repr__(self) -> str:
+        return f"ScoredBatch({len(self)} windows, raw={self.raw!r})"
+
+
+def calibrate_many(meta: ModelMeta, raw: np.ndarray) -> np.ndarray:
+    """:meth:`ModelMeta.calibrate` of every raw error (float32 or float64), bit for bit,
+    as a float64 array."""
+    values = raw.tolist()
+    total = sum(values)  # Python floats: NaN or inf (never a warning) if any element is
+    if total - total == 0.0 and (not values or min(values) >= 0.0):  # the usual case
+        # float32 + float64 scalar computes in float64, as calibrate does with Python floats
+        return raw / (raw + np.float64(meta.threshold))  # type: ignore[no-any-return]
+    return np.array([meta.calibrate(r) for r in values], dtype=np.float64)
 
 
 def choose_provider(wanted: Sequence[str], available: Sequence[str]) -> tuple[str, bool]:
@@ -115,17 +163,21 @@ class _Bound:
     """Preallocated float32 input and outputs of a fused model for one batch size.
 
     On the CPU provider they are bound once (onnxruntime IOBinding): a run then neither
-    converts the input feed nor allocates outputs. The outputs are overwritten by the
-    next run, so callers copy what they keep.
+    converts the input feed nor allocates outputs. Both outputs live in one block
+    (``raw`` then ``per``), so keeping a run's results is a single copy; the block is
+    overwritten by the next run.
     """
 
-    __slots__ = ("binding", "per", "raw", "x")
+    __slots__ = ("binding", "n", "out", "per", "raw", "x")
 
     def __init__(self, session: Any, input_name: str, outputs: list[str],
                  shape: tuple[int, int, int], bind: bool) -> None:
+        n, c = shape[0], shape[2]
+        self.n = n
         self.x = np.zeros(shape, np.float32)
-        self.raw = np.zeros(shape[:1], np.float32)
-        self.per = np.zeros((shape[0], shape[2]), np.float32)
+        self.out = np.zeros(n * (1 + c), np.float32)
+        self.raw = self.out[:n]
+        self.per = self.out[n:].reshape(n, c)
         self.binding = None
         if bind:
             b = session.io_binding()
@@ -135,10 +187,22 @@ class _Bound:
             self.binding = b
 
     def run(self, session: Any, input_name: str, outputs: list[str]) -> list[np.ndarray]:
+        """Run on ``x``; the outputs are views of the bound block (valid until the next run)."""
         if self.binding is None:
             return session.run(outputs, {input_name: self.x})  # type: ignore[no-any-return]
         session.run_with_iobinding(self.binding)
         return [self.raw, self.per]
+
+    def run_kept(self, session: Any, input_name: str,
+                 outputs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Run on ``x``; outputs ``(n,)`` and ``(n, C)`` the caller owns (one copy)."""
+        if self.binding is None:
+            raw, per = session.run(outputs, {input_name: self.x})
+            return raw.reshape(self.n), per.reshape(self.n, -1)
+        session.run_with_iobinding(self.binding)
+        out = self.out.copy()
+        n = self.n
+        return out[:n], out[n:].reshape(n, -1)
 
 
 class OnnxModel:
@@ -226,32 +290,43 @@ class OnnxModel:
             )
         return np.array([list(channels).index(f) for f in self.meta.features])
 
-    def score_batch(self, windows: np.ndarray) -> list[Scored]:
-        """Score raw (unscaled) windows of shape (batch, window, n_features)."""
+    def score_batch(self, windows: np.ndarray) -> ScoredBatch:
+        """Score raw (unscaled) windows of shape (batch, window, n_features).
+
+        For a fused model the windows are copied (cast to float32) into this thread's
+        preallocated input buffer, bound once; a caller that fills
+        :meth:`input_buffer` itself skips that copy. One run, then O(1) whole-array work:
+        no Python work per window.
+        """
         if self._fused and self.meta.scaling_in_graph:
             return self._score_fused(windows)
         x = np.asarray(windows, dtype=np.float32)
         if not self.meta.scaling_in_graph:
             x = (x - self._center) / self._scale
         kind = self.meta.output
+        per: np.ndarray | None
         if kind == "error":  # fused without scaling in the graph
-            raw_out, err_out = self._session.run(self._outputs, {self._input: x})
-            return self._fused_results(raw_out, err_out)
-        out = self._session.run(None, {self._input: x})[0]
-        if kind == "reconstruction":
-            raw, err = reduce_errors(self.meta, (out.astype(np.float64) - x) ** 2)
-            per: list[np.ndarray | None] = list(err)
-        elif kind == "channel_error":
-            err = out.astype(np.float64).reshape(len(x), -1)
-            raw = err.mean(axis=1)
-            per = list(err)
+            raw, per = self._session.run(self._outputs, {self._input: x})
+            raw, per = raw.reshape(len(x)), per.reshape(len(x), -1)
         else:
-            raw = out.astype(np.float64).reshape(len(x))
-            per = [None] * len(x)
-        return [
-            Scored(raw=float(r), score=self.meta.calibrate(float(r)), channel_errors=p)
-            for r, p in zip(raw, per, strict=True)
-        ]
+            out = self._session.run(None, {self._input: x})[0]
+            if kind == "reconstruction":
+                raw, per = reduce_errors(self.meta, (out.astype(np.float64) - x) ** 2)
+            elif kind == "channel_error":
+                per = out.astype(np.float64).reshape(len(x), -1)
+                raw = per.mean(axis=1)
+            else:
+                raw, per = out.astype(np.float64).reshape(len(x)), None
+        return ScoredBatch(raw, calibrate_many(self.meta, raw), per)
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """This thread's preallocated, contiguous float32 ``(batch, window, n_features)``
+        input of a fused model (bound once on the CPU provider): fill it with raw windows and
+        pass it to :meth:`score_batch`, which then copies nothing in. Overwritten by the
+        next fill; only for models with ``output: error`` and scaling in the graph."""
+        if not (self._fused and self.meta.scaling_in_graph):
+            raise ValueError(f"{self.source}: only fused models have a bound input buffer")
+        return self._bound(batch).x
 
     def _bound(self, batch: int) -> _Bound:
         """This thread's preallocated buffers for ``batch`` windows (a few sizes kept)."""
@@ -267,30 +342,21 @@ class OnnxModel:
                                       self.provider == "CPUExecutionProvider")
         return b
 
-    def _score_fused(self, windows: np.ndarray) -> list[Scored]:
-        """Fused model, scaling in the graph: copy in, run, read the two outputs."""
-        windows = np.asarray(windows)
-        if len(windows) == 0:
-            return []
-        b = self._bound(len(windows))
-        if windows.shape != b.x.shape:  # copyto would broadcast silently
-            raise ValueError(f"windows shape {windows.shape} != {b.x.shape}")
-        np.copyto(b.x, windows, casting="unsafe")
-        raw_out, err_out = b.run(self._session, self._input, self._outputs)
-        return self._fused_results(raw_out, err_out.copy())
-
-    def _fused_results(self, raw_out: np.ndarray, err_out: np.ndarray) -> list[Scored]:
-        """Scored per window, scores as :meth:`ModelMeta.calibrate` computes them."""
-        raws: list[float] = raw_out.reshape(-1).tolist()
-        thr = self.meta.threshold
-        if all(0.0 <= r < math.inf for r in raws):  # the usual case; NaN fails the test
-            scores = [r / (r + thr) for r in raws]
-        else:
-            scores = [self.meta.calibrate(r) for r in raws]
-        # tuple.__new__ builds each Scored in C (the named tuple's own __new__ is a Python
-        # function): at batch 16 that halves the per-window cost of the result objects.
-        fields = zip(raws, scores, err_out.reshape(len(raws), -1), strict=True)
-        return list(map(tuple.__new__, repeat(Scored), fields))
+    def _score_fused(self, windows: np.ndarray) -> ScoredBatch:
+        """Fused model, scaling in the graph: copy in (unless ``windows`` is the bound
+        input itself), run, one copy of the outputs, two array operations for the scores."""
+        n = len(windows)
+        if n == 0:
+            return ScoredBatch(np.zeros(0, np.float32), np.zeros(0),
+                               np.zeros((0, len(self.meta.features)), np.float32))
+        b = self._bound(n)
+        if windows is not b.x:
+            windows = np.asarray(windows)
+            if windows.shape != b.x.shape:  # copyto would broadcast silently
+                raise ValueError(f"windows shape {windows.shape} != {b.x.shape}")
+            np.copyto(b.x, windows, casting="unsafe")
+        raw, per = b.run_kept(self._session, self._input, self._outputs)
+        return ScoredBatch(raw, calibrate_many(self.meta, raw), per)
 
     def score_window(self, window: np.ndarray) -> Scored:
         """Score one raw window ``(window, n_features)``: the per-point hot path.

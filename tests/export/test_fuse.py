@@ -161,7 +161,7 @@ def test_batches_of_many_sizes_and_results_do_not_alias() -> None:
         got = m.score_batch(wins[:size])
         assert all(type(r) is Scored and r.score == m.meta.calibrate(r.raw) for r in got)
         np.testing.assert_allclose([r.raw for r in got], [r.raw for r in ref[:size]], rtol=1e-6)
-    assert m.score_batch(wins[:0]) == []
+    assert len(m.score_batch(wins[:0])) == 0
     with pytest.raises(ValueError, match="shape"):  # never broadcast a wrong shape
         m.score_window(wins[0][:1])
     with pytest.raises(ValueError, match="shape"):
