@@ -2,7 +2,8 @@
 
 Every point is scored by the first enabled stage. The point (stage 3: the window ending
 at the point) goes on to the next enabled stage only when the highest score of the
-stages so far reaches that stage's gate (``escalation.river_at`` / ``escalation.onnx_at``),
+stages so far reaches that stage's gate (``escalation.river_at``, scaled for the number of
+channels: :func:`~agent.escalation.river_gate`; ``escalation.onnx_at``),
 or when a sampled check is due (``escalation.sample_every``), so drift the cheap stages
 miss is still looked at. Taking the highest score means a weak stage 2 cannot keep a
 point that stage 1 found suspicious away from the model.
@@ -29,6 +30,7 @@ import numpy as np
 from agent.config import AgentConfig, StreamConfig
 from agent.detectors.gate import Stage1Gate
 from agent.detectors.river_models import RiverStage
+from agent.escalation import river_gate
 from agent.onnx_scorer import OnnxModel
 from agent.types import Stage
 
@@ -88,6 +90,8 @@ class StreamCascade:
         det = config.detectors
         self.stat = Stage1Gate(det.zscore, n, stream.channels) if det.zscore.enabled else None
         self.river = RiverStage(det.river, self.channels) if det.river.enabled else None
+        self._gate_of: tuple[object, object] | None = None  # (escalation, zscore) configs
+        self._river_at = 0.0
         self._model: OnnxModel | None = None
         self._feat_idx: np.ndarray | None = None
         self._all_feats = False  # the model reads every channel in order: no column copy
@@ -136,6 +140,18 @@ class StreamCascade:
         return list(last)
 
     @property
+    def river_at(self) -> float:
+        """Stage 2's gate on this stream: ``escalation.river_at`` scaled for its number of
+        channels (:func:`~agent.escalation.river_gate`) unless ``scale_river_at`` is off;
+        follows the config object if it is swapped."""
+        esc, z = self.config.escalation, self.config.detectors.zscore
+        if self._gate_of is None or self._gate_of[0] is not esc or self._gate_of[1] is not z:
+            self._gate_of = (esc, z)
+            self._river_at = (river_gate(esc.river_at, len(self.channels), z.threshold)
+                              if esc.scale_river_at else esc.river_at)
+        return self._river_at
+
+    @property
     def warming_up(self) -> bool:
         if self.stat is not None:
             return self.stat.warming_up
@@ -172,11 +188,16 @@ class StreamCascade:
             gate = prev = s1
             deepest = Stage.STATISTICAL
         if river is not None and not river.warming_up and (
-            gate is None or gate >= esc.river_at or sample
+            gate is None or gate >= self.river_at or sample
         ):
             if gate is not None:
                 counts["escalated"][1] += 1
-            s2 = river.score_one(filled)
+            # Unless stage 1 already made the point one stage 2 will not learn (below),
+            # stage 2 starts learning it in the walk that scores it (same scores).
+            rcfg = self.config.detectors.river
+            s2 = river.score_one(filled, learn_next=not (
+                rcfg.guard and s1 is not None and s1 >= 0.5
+                and self._river_held < rcfg.relearn_after))
             counts["scored"][1] += 1
             gate = s2 if gate is None else max(gate, s2)
             prev, deepest = s2, Stage.RIVER

@@ -185,6 +185,8 @@ class DetectorsConfig:
 @dataclass(frozen=True)
 class EscalationConfig:
     river_at: float = 0.4
+    # river_at is the gate of a one-channel stream; more channels raise it (agent/escalation.py)
+    scale_river_at: bool = True
     onnx_at: float = 0.4
     sample_every: int = 0
     fusion: Literal["deepest", "max"] = "deepest"

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import gt, lt
 from typing import Any
 
 import numpy as np
 
 from agent.config import RiverConfig, RiverModelConfig
+from agent.detectors import hst_walk
 
 _REFRESH = 50  # accepted points between re-computations of the calibration quantiles
 
@@ -88,7 +90,10 @@ class RiverStage:
 
     Calibration scores are taken on every ``calibration_every``-th learnt point
     (whether or not that point was escalated, so the sample is unbiased); the rest of
-    the learnt points cost one ``learn_one`` per model and nothing else.
+    the learnt points cost one ``learn_one`` per model and nothing else. A
+    HalfSpaceTrees scores and learns a calibration point in one walk per tree, and a
+    point scored with ``learn_next`` starts being learnt in the walk that scores it
+    (:mod:`agent.detectors.hst_walk`: the same scores and trees as River's calls).
     """
 
     calibration_every = 4
@@ -115,6 +120,10 @@ class RiverStage:
         # learnt range did not move in between (the usual case).
         self._scored_x: list[float] | None = None
         self._scored_feats: dict[str, float] = {}
+        # Per model: scored and learnt through hst_walk (None: not known yet).
+        self._one_walk: list[bool | None] = [None] * len(self._models)
+        # Features whose learning score_one(learn_next=True) started, not finished yet.
+        self._pending: dict[str, float] | None = None
 
     @property
     def warming_up(self) -> bool:
@@ -132,48 +141,104 @@ class RiverStage:
             out[name] = 0.0 if z < 0.0 else (1.0 if z > 1.0 else z)
         return out
 
-    def score_one(self, x: Sequence[float]) -> float:
-        """Stage score in [0, 1) (0 while warming up). ``x`` must be finite."""
+    def score_one(self, x: Sequence[float], learn_next: bool = False) -> float:
+        """Stage score in [0, 1) (0 while warming up). ``x`` must be finite.
+
+        ``learn_next``: the caller expects to learn this very point next
+        (``learn_one(x, scored=True)``), so each HalfSpaceTrees starts learning it in
+        the walk that scores it; anything else called next takes that back. Scores and
+        state are the same either way.
+        """
+        if self._pending is not None:
+            self._settle()
         if self.warming_up:
             self.last_ratios = [0.0] * len(self._models)
             self._last_raw = []
             return 0.0
         feats = self._features(x)
         self._scored_x, self._scored_feats = list(x), feats
-        self._last_raw = [m.score_one(feats) for m in self._models]
-        self.last_ratios = [k.ratio(s) for k, s in zip(self._calib, self._last_raw, strict=True)]
+        raw = []
+        for j, m in enumerate(self._models):
+            if self._one_walk[j] or (self._one_walk[j] is None and self._check_walk(j)):
+                raw.append(hst_walk.score_walk(m, feats, learn_next))
+                if learn_next:
+                    self._pending = feats
+            else:
+                raw.append(m.score_one(feats))
+        self._last_raw = raw
+        self.last_ratios = [k.ratio(s) for k, s in zip(self._calib, raw, strict=True)]
         peak = max(self.last_ratios)
         return peak / (1.0 + peak)
 
     def learn_one(self, x: Sequence[float], scored: bool = False) -> None:
         """Learn one accepted point; ``scored``: score_one was just called on this point."""
         lo, hi = self._lo, self._hi
-        moved = False
-        for i, v in enumerate(x):
-            if v < lo[i]:
-                lo[i] = v
-                moved = True
-            if v > hi[i]:
-                hi[i] = v
-                moved = True
-        feats = (
-            self._scored_feats
-            if not moved and self._scored_x is not None and self._scored_x == list(x)
-            else self._features(x)
-        )
-        self._scored_x = None
-        calibrate = (
-            self._learned >= self._calibrate_from
-            and self._learned % self.calibration_every == 0
-        )
+        moved = True in map(lt, x, lo) or True in map(gt, x, hi)  # (C-speed, usually False)
+        if moved:
+            for i, v in enumerate(x):
+                if v < lo[i]:
+                    lo[i] = v
+                if v > hi[i]:
+                    hi[i] = v
+        scored_x, self._scored_x = self._scored_x, None
+        same = not moved and scored_x is not None and scored_x == (
+            x if type(x) is list else list(x))
+        feats = self._scored_feats if same else self._features(x)
+        # Half learnt by score_one(learn_next=True): finish it (or take it back if the
+        # point or its features changed).
+        started = self._pending is not None and same
+        if self._pending is not None and not started:
+            self._settle()
+        self._pending = None
+        learned = self._learned
+        self._learned = learned + 1
+        calibrate = learned >= self._calibrate_from and learned % self.calibration_every == 0
+        if not (calibrate or started):  # the usual case: River's learn_one, nothing else
+            for m in self._models:
+                m.learn_one(feats)
+            return
+        # The scores score_one took of this point (``started``: of the same features,
+        # with nothing learnt since) are those of a point the models have not learnt.
+        reuse = (scored or started) and bool(self._last_raw)
         for j, (m, k) in enumerate(zip(self._models, self._calib, strict=True)):
-            if calibrate:
-                # The score of a point the model has not learnt yet, as at scoring time.
-                k.add(self._last_raw[j] if scored and self._last_raw else m.score_one(feats))
-            m.learn_one(feats)
-        self._learned += 1
+            if calibrate and reuse:  # the score of this point, taken before it was learnt
+                k.add(self._last_raw[j])
+            walk = self._one_walk[j] or (self._one_walk[j] is None and self._check_walk(j))
+            if not walk:
+                if calibrate and not reuse:  # the score of a point not learnt yet
+                    k.add(m.score_one(feats))
+                m.learn_one(feats)
+            elif started:
+                hst_walk.count(m)
+            elif calibrate and not reuse:
+                k.add(hst_walk.score_learn(m, feats))  # = score_one, then learn_one
+            else:
+                m.learn_one(feats)
+
+    def _settle(self) -> None:
+        """Take back the learning a ``score_one(learn_next=True)`` started."""
+        feats, self._pending = self._pending, None
+        if feats is not None:
+            for m, walk in zip(self._models, self._one_walk, strict=True):
+                if walk:
+                    hst_walk.unwalk(m, feats)
+
+    def _check_walk(self, j: int) -> bool:
+        """Whether model ``j`` scores and learns through :mod:`hst_walk` (a River
+        HalfSpaceTrees laid out as it expects); decided once its trees are built."""
+        m = self._models[j]
+        if self.config.models[j].kind != "half_space_trees":
+            self._one_walk[j] = False
+        elif m.trees:
+            self._one_walk[j] = hst_walk.supports(m)
+        return bool(self._one_walk[j])
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._settle()
+        return self.__dict__
 
     def state_dict(self) -> dict[str, Any]:
+        self._settle()
         return {
             "models": self._models,
             "calib": self._calib,
@@ -191,3 +256,5 @@ class RiverStage:
         self._hi = list(state["hi"])
         self._learned = int(state["learned"])
         self._scored_x = None
+        self._pending = None
+        self._one_walk = [None] * len(self._models)
