@@ -102,14 +102,15 @@ class Stage1Gate:
         self._run_now = np.zeros(c, dtype=np.int64)
         self._ratios: list[float] | np.ndarray = np.zeros(c)
         # Plain-Python lane (see StatGate): while ``_py_live`` these lists are the truth
-        # for _prev / _last_raw / _run, and _held is all 0 when ``_l_held_zero``.
+        # for _prev / _ewma / _last_raw / _run / _held (replaced, never written in place).
         self._py_live = False
         self._l_prev: list[float] = []
         self._l_ewma: list[float] = []
         self._l_last: list[float] = []
         self._l_run: list[int] = []
+        self._l_held: list[int] = []
         self._l_ones = [1] * c
-        self._l_held_zero = False
+        self._l_zeros = [0] * c
         self._no_flags = np.zeros(c, dtype=bool)  # shared "nothing flagged", never written
         self._ones = np.ones(c, dtype=np.int64)  # shared "every run restarts", never written
         self.flagged = np.zeros(c, dtype=bool)
@@ -139,8 +140,7 @@ class Stage1Gate:
                 self._ewma[:] = self._l_ewma
             self._last_raw[:] = self._l_last
             self._run = np.array(self._l_run, dtype=np.int64)
-            if self._l_held_zero:
-                self._held.fill(0)
+            self._held = np.array(self._l_held, dtype=np.int64)
             self._py_live = False
 
     def _py_enter(self) -> None:
@@ -148,7 +148,7 @@ class Stage1Gate:
         self._l_ewma = self._ewma.tolist()
         self._l_last = self._last_raw.tolist()
         self._l_run = self._run.tolist()
-        self._l_held_zero = False
+        self._l_held = self._held.tolist()
         self._py_live = True
 
     @property
@@ -228,7 +228,7 @@ class Stage1Gate:
         the conversion and the step vector; returns the score. ``last_ratios`` and
         ``flagged`` describe the score, as after ``score_one``."""
         gate = self.gate
-        if gate._py and gate._ready_all and self._prev_ok and self._ewma_ok:
+        if gate._py and self._prev_ok and self._ewma_ok:
             xl = x.tolist() if isinstance(x, np.ndarray) else [float(v) for v in x]
             t = sum(xl)
             if t - t == 0.0:  # every value finite
@@ -242,8 +242,8 @@ class Stage1Gate:
         return s
 
     def _score_learn_py(self, xl: list[float]) -> float:
-        """score_learn on Python floats (few channels, all finite, every column ready):
-        the same arithmetic as the array path, without numpy's per-call overhead."""
+        """score_learn on Python floats (few channels, all finite): the same arithmetic
+        as the array path, without numpy's per-call overhead, flagged points included."""
         if not self._py_live:
             self._py_enter()
         gate, c = self.gate, self.n_channels
@@ -281,17 +281,27 @@ class Stage1Gate:
             self._l_prev = xl  # (lists of the lane are replaced, never written in place)
             if self.ewma:
                 self._l_ewma = cand
-            self._l_held_zero = True
+            self._l_held = self._l_zeros
             self._l_run = run_now
             self._l_last = xl
             return s
-        # Something was flagged: learn on the array path.
-        self.flagged = np.array([r >= 1.0 for r in ratios])
-        self._raw_flagged = np.array([r >= 1.0 for r in raw]) if self.ewma else self.flagged
-        self._sync()
-        self._run_now = np.array(run_now, dtype=np.int64)
-        xv = np.array(xl)
-        self._learn(xv, True, np.array(ext))
+        # Something was flagged: the gate's guard keeps it out of the baselines and
+        # `previous` / the EWMA take it only after HOLD flagged points in a row (_follow).
+        flags = [r >= 1.0 for r in ratios]
+        self.flagged = np.array(flags)
+        gate.learn_list(ext, True)
+        if self.delta or self.ewma:
+            raw_flags = [r >= 1.0 for r in raw] if self.ewma else flags
+            take = [not f or h >= HOLD for f, h in zip(raw_flags, self._l_held, strict=True)]
+            if self.delta:
+                self._l_prev = [v if t else p for v, p, t in zip(xl, self._l_prev, take,
+                                                                  strict=True)]
+            if self.ewma:
+                self._l_ewma = [v if t else e for v, e, t in zip(cand, self._l_ewma, take,
+                                                                  strict=True)]
+            self._l_held = [0 if t else h + 1 for t, h in zip(take, self._l_held, strict=True)]
+        self._l_run = run_now
+        self._l_last = xl
         return s
 
     def learn_one(self, x: Sequence[float] | np.ndarray) -> None:

@@ -14,6 +14,17 @@ same ratios, except that the short path folds the tiny-epsilon guard of a spread
 rolling baseline into its floor using the median instead of the mean (it only matters when
 the rolling spread is ~1e-12 of the level, where any new value is flagged either way).
 
+Plain-Python lane (at most ``PY_MAX_COLUMNS`` columns, direction ``both``, method ``both``,
+every value finite): the same two paths on Python floats, bit for bit the same arithmetic
+as the numpy ones, since a dozen numpy calls on a few values cost more than a loop. It
+covers the short path *and* the flagged one: the guard (quarantine, streak, re-baseline),
+partially filled columns (warm-up, after a re-baseline: a column below ``min_points``
+scores 0, learnt values grow its ring) and the refresh of such columns (``sorted()`` of
+their values; numpy's pairwise sums reproduced by :func:`_pairwise_sum`, the sums of
+squares taken from numpy). An anomaly storm, when most points are flagged and columns
+re-baseline often, must not slow a gateway down. Missing values and other directions take
+the numpy paths.
+
 Rules (MISSION.md item 3):
 
 * modified z = 0.6745 (x - median) / MAD; when MAD is 0 (quantised or flat signals) the
@@ -46,8 +57,9 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
+from functools import partial, reduce
 from math import sqrt
+from operator import add, lt, sub
 from typing import Any
 
 import numpy as np
@@ -64,6 +76,66 @@ PY_REFRESH_MAX_COLUMNS = 4  # the same for the refresh (two sorts of `window` va
 _STATE = ("_buf", "_head", "_count", "_sum", "_sumsq", "_median", "_kmad", "_tol", "_floor",
           "_flat", "distinct", "_step", "_refreshes", "_resolution_ok", "_since", "_robust_ok",
           "_quarantine", "_streak", "rebaselines")
+
+
+_positive = partial(lt, 0.0)
+
+
+def _pairwise_sum(a: list[float]) -> float:
+    """``np.add.reduce`` of a 1-D float64 array, bit for bit: numpy sums blocks of up to 128
+    values with 8 interleaved accumulators and halves longer runs (pairwise summation)."""
+    n = len(a)
+    if n < 8:
+        return reduce(add, a, 0.0)
+    if n <= 128:
+        m = n - n % 8
+        r = [reduce(add, a[j:m:8]) for j in range(8)]
+        return reduce(add, a[m:], ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7])))
+    h = n // 2
+    h -= h % 8
+    return _pairwise_sum(a[:h]) + _pairwise_sum(a[h:])
+
+
+def _median_sorted(srt: Any) -> Any:
+    """Median of sorted values (a list, or the columns of a 2-D array sorted along axis 0),
+    as ``np.median`` (the mean of the middle two if even)."""
+    h = len(srt) // 2
+    return srt[h] if len(srt) % 2 else (srt[h - 1] + srt[h]) * 0.5
+
+
+def _pairwise_sum0(a: np.ndarray) -> np.ndarray:
+    """Column sums of a 2-D array, each bit for bit ``a[:, j].sum()`` (:func:`_pairwise_sum`
+    over the columns at once; numpy adds a 2-D array's rows one after the other)."""
+    n = len(a)
+    if n < 8:
+        return np.add.reduce(a, axis=0)
+    if n <= 128:
+        m = n - n % 8
+        r = np.add.reduce(a[:m].reshape(m // 8, 8, -1), axis=0)  # r[i]: rows i, i + 8, ...
+        r = r[0::2] + r[1::2]  # r0 + r1, r2 + r3, ...
+        r = r[0::2] + r[1::2]
+        out = r[0] + r[1]
+        for row in a[m:]:
+            out += row
+        return out
+    h = n // 2
+    h -= h % 8
+    return _pairwise_sum0(a[:h]) + _pairwise_sum0(a[h:])
+
+
+def _steps(srt: list[float]) -> tuple[float, float]:
+    """Smallest step between distinct sorted values (0: none) and the share of distinct
+    values."""
+    pos = list(filter(_positive, map(sub, srt[1:], srt)))  # b - a of neighbours, if > 0
+    return (min(pos) if pos else 0.0), (len(pos) + 1) / len(srt)
+
+
+def _spread(vals: list[float], srt: list[float]) -> tuple[float, float, list[float]]:
+    """Median and MAD of values (``srt``: the same sorted) and their absolute deviations
+    from the median, in the values' order."""
+    med = _median_sorted(srt)
+    dev = [abs(v - med) for v in vals]
+    return med, _median_sorted(sorted(dev)), dev
 
 
 def _median0(a: np.ndarray) -> np.ndarray:
@@ -140,16 +212,20 @@ class StatGate:
         self.rebaselines = 0
         # Short path (see the module docstring) and the values it derives from the state.
         self._short = self._rolling and self._robust and self._both
-        # Plain-Python lane of the short path (few columns). While ``_py_live`` the lists
-        # ``_l_sum``/``_l_sumsq``/``_l_head`` are the truth and the arrays are stale until
-        # ``_sync``; the ring is written to both (``_l_ring[j]`` is column j of ``_buf``).
+        # Plain-Python lane (few columns). While ``_py_live`` the lists ``_l_sum``,
+        # ``_l_sumsq``, ``_l_head`` and ``_l_streak`` are the truth and the arrays are stale
+        # until ``_sync``; the ring and the counts are written to both (``_l_ring[j]`` is
+        # column j of ``_buf``), the quarantine only to its array.
         self._py = self._short and c <= PY_MAX_COLUMNS
         self._py_live = False
         self._ring_ok = False
         self._l_sum: list[float] = []
         self._l_sumsq: list[float] = []
         self._l_head: list[int] = []
+        self._l_streak: list[int] = []
+        self._l_count: list[int] = []
         self._l_ring: list[list[float]] = []
+        self._l_flags: list[bool] | None = None  # the lane's last flags (None: none)
         self._idx = np.zeros(c, dtype=np.int64)
         self._centre = np.zeros((2, c))  # rows: rolling mean, median
         self._scale = np.zeros((2, c))  # rows: 1 / (rolling std x threshold), _kmad
@@ -175,15 +251,24 @@ class StatGate:
             self._sum[:] = self._l_sum
             self._sumsq[:] = self._l_sumsq
             self._head[:] = self._l_head
+            self._streak[:] = self._l_streak
+            self._n = np.array(self._l_n)
             self._py_live = False
 
-    def _py_enter(self) -> None:
+    def _ring(self) -> list[list[float]]:
+        """The Python lane's copy of the ring (built when stale)."""
         if not self._ring_ok:
             self._l_ring = self._buf.T.tolist()
             self._ring_ok = True
+        return self._l_ring
+
+    def _py_enter(self) -> None:
+        self._ring()
         self._l_sum = self._sum.tolist()
         self._l_sumsq = self._sumsq.tolist()
         self._l_head = self._head.tolist()
+        self._l_streak = self._streak.tolist()
+        self._l_count = self._count.tolist()
         self._py_live = True
 
     def _recount(self) -> None:
@@ -195,6 +280,15 @@ class StatGate:
         self._ready_any = bool((count >= self.config.min_points).any())
         self._full_all = bool((count >= self.config.window).all())
 
+    def _recount_py(self) -> None:
+        """:meth:`_recount` from the Python lane's counts (``_l_n`` is kept by the lane,
+        ``_n`` at ``_sync``)."""
+        counts, cfg = self._l_count, self.config
+        low = min(counts)
+        self._ready_all = low >= cfg.min_points
+        self._ready_any = max(counts) >= cfg.min_points
+        self._full_all = low >= cfg.window
+
     def _derive(self) -> None:
         """Cache what only changes at a refresh (or a checkpoint load)."""
         floor = np.maximum(self._floor, _EPS * (1.0 + np.abs(self._median)))
@@ -205,6 +299,8 @@ class StatGate:
         self._scale[1] = self._kmad
         self._streak_clear = not bool(self._streak.any())
         self._l_floor2 = self._floor2.tolist()
+        self._l_floor = self._floor.tolist()
+        self._l_not_flat = self._not_flat.tolist()
         self._l_median = self._median.tolist()
         self._l_kmad = self._kmad.tolist()
         self._l_tol = self._tol.tolist() if self._tol_any else None
@@ -276,8 +372,8 @@ class StatGate:
         columns take the plain-Python lane, the rest :meth:`score_array`."""
         if self._since >= self.config.robust_refresh or not self._robust_ok:
             self._refresh()
-        if finite and self._py and self._ready_all:
-            return self._score_py(xl)
+        if finite and self._py:
+            return self._score_py(xl) if self._ready_all else self._score_py_partial(xl)
         return self.score_array(np.array(xl, dtype=float), finite)
 
     def _score_py(self, xl: list[float]) -> float:
@@ -304,19 +400,55 @@ class StatGate:
             r = d * (inv_thr / sqrt(var))
             e *= k
             ratios.append(e if e > r else r)
+        return self._py_verdict(ratios)
+
+    def _score_py_partial(self, xl: list[float]) -> float:
+        """The general path of :meth:`score_array` on Python floats, same arithmetic, when
+        some column is not ready (it scores 0)."""
+        if not self._py_live:
+            self._py_enter()
+        tol, min_points = self._l_tol, self.config.min_points
+        ratios: list[float] = []
+        for v, s, q, n, count, floor, med, k, inv_thr in zip(
+                xl, self._l_sum, self._l_sumsq, self._l_n, self._l_count, self._l_floor,
+                self._l_median, self._l_kmad, self._l_inv_thr, strict=True):
+            if count < min_points:
+                ratios.append(0.0)
+                continue
+            m = s / n
+            var = q / n - m * m
+            std = sqrt(var) if var > 0.0 else 0.0
+            if not std >= floor:
+                std = floor
+            eps = _EPS * (1.0 + abs(m))
+            t = 0.0 if tol is None else tol[len(ratios)]  # a deviation within it counts 0
+            d = abs(v - m) if abs(v - m) > t else 0.0
+            e = abs(v - med) * k if abs(v - med) > t else 0.0
+            r = d / (std if std >= eps else eps) * inv_thr
+            ratios.append(e if e > r else r)
+        return self._py_verdict(ratios)
+
+    def _py_verdict(self, ratios: list[float]) -> float:
+        """Keep a Python-lane score's ratios and flags; the stage score."""
         self._ratios = ratios
         peak = max(ratios)
-        if peak >= 1.0:
-            self._flagged = (self.last_ratios >= 1.0) & self._not_flat
-        else:
-            self._flagged = self._no_flags
+        flags = None
+        if peak >= 1.0:  # flagged: reached the threshold, baseline with some spread
+            flags = [r >= 1.0 and nf for r, nf in zip(ratios, self._l_not_flat, strict=True)]
+            if True not in flags:
+                flags = None
+        self._l_flags = flags
+        self._flagged = self._no_flags if flags is None else np.array(flags)
         return peak / (1.0 + peak)
 
     def learn_list(self, xl: list[float], finite: bool) -> None:
         """:meth:`learn_one` (flags of the last score) of a list of floats; ``finite`` as in
         :meth:`score_list`."""
-        if self._py_live and finite and self._full_all and self._flagged is self._no_flags:
-            self._learn_py(xl)
+        if self._py_live and finite:  # the last score took the lane too
+            if self._full_all and self._l_flags is None:
+                self._learn_py(xl)
+            else:
+                self._learn_py_general(xl, self._l_flags)
         else:
             self.learn_array(np.array(xl, dtype=float), self._flagged, finite)
 
@@ -336,9 +468,62 @@ class StatGate:
             sumsq[j] += (old + v) * d
             heads[j] = h + 1 if h + 1 < w else 0
         if not self._streak_clear:
-            self._streak.fill(0)
+            self._l_streak = [0] * len(xl)
             self._streak_clear = True
         self._since += 1
+
+    def _learn_py_general(self, xl: list[float], flags: list[bool] | None) -> None:
+        """The general branch of :meth:`learn_array` on Python floats, same arithmetic:
+        the guard holds flagged values, columns still filling grow."""
+        cfg = self.config
+        cols: Sequence[int] = range(len(xl))
+        if flags is not None and cfg.guard:
+            self._hold_py(xl, flags)
+            cols = [j for j, f in enumerate(flags) if not f]
+            if not cols:
+                return
+        self._since += 1
+        w = cfg.window
+        buf, ring, heads, counts = self._buf, self._l_ring, self._l_head, self._l_count
+        sums, sumsq, streak, ns = self._l_sum, self._l_sumsq, self._l_streak, self._l_n
+        grew = False
+        for j in cols:
+            v, h, k = xl[j], heads[j], counts[j]
+            streak[j] = 0
+            if k >= w:
+                old = ring[j][h]
+                sums[j] += v - old
+                sumsq[j] += v * v - old * old
+            else:  # (the array path subtracts an old value of 0.0: the same sums)
+                sums[j] += v
+                sumsq[j] += v * v
+                counts[j] = self._count[j] = k + 1
+                ns[j] = float(k + 1)
+                grew = True
+            ring[j][h] = v
+            buf[h, j] = v
+            heads[j] = h + 1 if h + 1 < w else 0
+        if grew:
+            if any(counts[j] == cfg.min_points for j in cols):
+                self._robust_ok = False  # a channel just became ready: fresh statistics
+            self._recount_py()
+
+    def _hold_py(self, xl: list[float], flags: list[bool]) -> None:
+        """:meth:`_hold` on the Python lane."""
+        p, quarantine, streak = self.config.rebaseline_after, self._quarantine, self._l_streak
+        over = []
+        for j, f in enumerate(flags):
+            if f:
+                k = streak[j]
+                quarantine[k % p, j] = xl[j]
+                streak[j] = k = k + 1
+                if k >= p:
+                    over.append(j)
+        self._streak_clear = False
+        if over:
+            for j in over:
+                self._rebaseline(j)  # (leaves the lane)
+            self._py_enter()
 
     def _score_short(self, x: np.ndarray) -> float:
         """score_one when every channel is ready, every value finite, direction ``both``."""
@@ -374,6 +559,9 @@ class StatGate:
         count = self._count
         if self._full_all and self._ring_ok and self.n_channels <= PY_REFRESH_MAX_COLUMNS:
             self._refresh_py()
+            return
+        if not self._full_all and self._py:
+            self._refresh_partial_py()
             return
         if self._full_all:
             vals = self._buf
@@ -437,43 +625,92 @@ class StatGate:
         self._derive()
 
     def _refresh_py(self) -> None:
-        """:meth:`_refresh` of full columns from the Python lane's ring (same arithmetic)."""
+        """:meth:`_refresh` of full columns from the Python lane's ring (same arithmetic:
+        numpy sums a 2-D array along axis 0 one row after the other, a single column
+        pairwise; the re-sums are numpy's own)."""
         w = self.config.window
-        h, odd = w // 2, w % 2
         self._refreshes += 1
         resolution = self._refreshes % _RESOLUTION_EVERY == 1 or not self._resolution_ok
+        total = _pairwise_sum if self.n_channels == 1 else partial(reduce, add)
         steps = self._step.tolist()
-        distinct, sums, sumsq = [], [], []
-        meds, kmads, tols, flats = [], [], [], []
-        for j, (col, a_tol, r_tol, rth) in enumerate(zip(
-                self._l_ring, self._abs_tol.tolist(), self._rel_tol.tolist(), self._l_rth,
-                strict=True)):
+        distinct = []
+        meds, mads, meanads = [], [], []
+        for j, col in enumerate(self._l_ring):
             srt = sorted(col)
-            med = srt[h] if odd else (srt[h - 1] + srt[h]) * 0.5
             if resolution:
-                pos = [b - a for a, b in pairwise(srt) if b - a > 0]
-                steps[j] = min(pos) if pos else 0.0
-                distinct.append((len(pos) + 1) / w)
-                sums.append(sum(col))
-                sumsq.append(sum([v * v for v in col]))
-            dev = [abs(v - med) for v in col]
-            meanad = sum(dev) / w
-            dev.sort()
-            mad = dev[h] if odd else (dev[h - 1] + dev[h]) * 0.5
+                steps[j], d = _steps(srt)
+                distinct.append(d)
+            med, mad, dev = _spread(col, srt)
+            meds.append(med)
+            mads.append(mad)
+            meanads.append(total(dev) / w)
+        if resolution:
+            self._step = np.array(steps)
+            self.distinct = np.array(distinct)
+            vals = self._buf  # (the ring's other copy) exact re-sums stop rounding drift
+            self._sum = vals.sum(axis=0)
+            self._sumsq = np.einsum("ij,ij->j", vals, vals)
+            self._resolution_ok = True
+        self._set_robust(meds, mads, meanads, steps)
+
+    def _refresh_partial_py(self) -> None:
+        """The warm-up / re-baseline branch of :meth:`_refresh` on the Python lane, same
+        arithmetic: the full columns at once in numpy, the others (a column's first
+        ``count`` values) one by one on the lane's ring. numpy sums a column pairwise
+        (:func:`_pairwise_sum`, :func:`_pairwise_sum0`); the sums of squares are numpy's."""
+        self._resolution_ok = False
+        ring, buf, n = self._ring(), self._buf, self.n_channels
+        w = len(buf)
+        counts = self._count.tolist()
+        steps, meds, mads, meanads = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+        full = [j for j, k in enumerate(counts) if k >= w]
+        if full:
+            vals = buf[:, full]
+            srt = np.sort(vals, axis=0)
+            diffs = np.diff(srt, axis=0)
+            pos = diffs > 0
+            self.distinct[full] = (pos.sum(axis=0) + 1) / w
+            step = np.where(pos, diffs, np.inf).min(axis=0)
+            med = _median_sorted(srt)
+            absdev = np.abs(vals - med)
+            mad = _median_sorted(np.sort(absdev, axis=0))
+            sums = _pairwise_sum0(np.hstack((vals, absdev)))
+            self._sum[full] = sums[: len(full)]
+            meanad = sums[len(full) :] / w
+            for j, st, md, ma, mn in zip(full, step.tolist(), med.tolist(), mad.tolist(),
+                                         meanad.tolist(), strict=True):
+                col = buf[:, j]
+                self._sumsq[j] = col @ col
+                steps[j] = st if st < np.inf else 0.0
+                meds[j], mads[j], meanads[j] = md, ma, mn
+        for j, k in enumerate(counts):
+            if 0 < k < w:  # (a column without values keeps zeros)
+                vals_j = ring[j][:k]
+                srt_j = sorted(vals_j)
+                steps[j], self.distinct[j] = _steps(srt_j)
+                meds[j], mads[j], dev = _spread(vals_j, srt_j)
+                meanads[j] = _pairwise_sum(dev) / k
+                col = buf[:k, j]
+                self._sum[j] = _pairwise_sum(vals_j)
+                self._sumsq[j] = col @ col
+        self._set_robust(meds, mads, meanads, steps)
+
+    def _set_robust(self, meds: list[float], mads: list[float], meanads: list[float],
+                    steps: list[float]) -> None:
+        """End of a Python-lane refresh (as the numpy one): flatness, resolution floor,
+        robust scale and tolerance of every column from its median, MAD, mean absolute
+        deviation and smallest step (0: none)."""
+        kmads, tols, flats = [], [], []
+        for med, mad, meanad, step, a_tol, r_tol, rth in zip(
+                meds, mads, meanads, steps, self._abs_tol.tolist(), self._rel_tol.tolist(),
+                self._l_rth, strict=True):
             eps = _EPS * (1.0 + abs(med))
             flats.append(meanad <= eps)
             if not mad > 0:
                 mad = 1.2533 * 0.6745 * meanad
-            mad = max(mad, 0.6745 * steps[j], eps)
-            meds.append(med)
+            mad = max(mad, 0.6745 * step, eps)
             kmads.append(0.6745 / (mad * rth))
             tols.append(max(a_tol, r_tol * abs(med)))
-        if resolution:
-            self._step = np.array(steps)
-            self.distinct = np.array(distinct)
-            self._sum = np.array(sums)  # exact re-sums stop rounding drift
-            self._sumsq = np.array(sumsq)
-            self._resolution_ok = True
         self._floor = np.array(steps)
         self._flat = np.array(flats, dtype=bool)
         self._median = np.array(meds)
