@@ -5,8 +5,13 @@
 One run measures, on the same broker and the same points (one stream of 4 channels,
 z-score + River half-space trees, a 5-point spike every 250 points so alerts flow):
 
+0. **Nagle**: send -> the agent's MQTT transport at 1,000 one-point messages/s, with and
+   without ``set_tcp_nodelay`` on Mosquitto and TCP_NODELAY on the publisher (each on a
+   broker of its own); everything below runs on a broker with it, and the agent's
+   publisher sets TCP_NODELAY (docs/mqtt.md, "Latency");
 1. **broker ceiling**: a plain paho publisher (separate process) and subscriber moving
-   single-point-sized messages as fast as they can, at QoS 0 and QoS 1;
+   single-point-sized messages as fast as they can, at QoS 0 and QoS 1; and the agent's
+   transport alone (handler records only): its CPU per message;
 2. **no-broker throughput** of the agent: the same JSON messages (1 and 100 points) put
    straight into a :class:`~agent.live.LiveAgent`'s ingest queue (in-memory transport),
    i.e. the live loop's own path (parse, cascade, alert policy, outbox) without MQTT;
@@ -28,6 +33,7 @@ Writes ``benchmarks/results/mqtt.json`` and ``mqtt.png`` and the ``mqtt`` sectio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -102,13 +108,19 @@ def _write_config(tmp: Path, port: int, queue_size: int | None = None) -> Path:
 
 # ---------------------------------------------------------------- child processes
 def _publisher(port: int, n_points: int, batch: int, rate: float, qos: int,
-               go: Any, out: Any) -> None:
-    """Publish the points (``rate`` points/s, 0 = flat out); return each message's send time."""
+               go: Any, out: Any, nodelay: bool = True) -> None:
+    """Publish the points (``rate`` points/s, 0 = flat out); return each message's send time.
+
+    With ``nodelay`` the socket has TCP_NODELAY, so a message leaves when it is published
+    (paho does not set it: Nagle's algorithm then holds a small packet until the broker
+    acknowledges the previous one, which its delayed ACK can put off by up to 40 ms)."""
     bodies = payloads(n_points, batch)
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}")
     c.max_queued_messages_set(0)
     c.max_inflight_messages_set(1000)
     c.connect("127.0.0.1", port)
+    if nodelay:
+        c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     while not c.is_connected():  # no network thread: publish() writes to the socket itself
         c.loop(0.05)
     out.put("ready")
@@ -135,12 +147,29 @@ def _publisher(port: int, n_points: int, batch: int, rate: float, qos: int,
 
 def _baseline_live_path() -> None:
     """Undo issue #9's live-path changes in this process (``--baseline``): paho's own
-    socket reads, alerts handed to the outbox thread."""
+    socket reads and PUBLISH decoding, alerts handed to the outbox thread, the heap not
+    frozen (the agent's TCP_NODELAY stays; the publisher and broker settings too)."""
+    import agent.live
     import agent.transports.mqtt
     from agent.publisher import Publisher
 
     agent.transports.mqtt._Client = paho.Client  # type: ignore[misc]
+    agent.live.freeze_heap = agent.live.refreeze_heap = lambda: None  # type: ignore[assignment]
     Publisher.send_now = Publisher.notify  # type: ignore[method-assign]
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each Python thread of this process so far (Linux /proc; else {})."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for th in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{th.native_id}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[th.name] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
 
 
 def _agent_proc(cfg_path: str, conn: Connection, baseline: bool = False) -> None:
@@ -164,14 +193,15 @@ def _agent_proc(cfg_path: str, conn: Connection, baseline: bool = False) -> None
     agent.on_decision = on_decision
     agent.start()
     conn.send(agent.transport.wait_ready(10))
-    cpu0 = time.process_time()
+    cpu0, threads0 = time.process_time(), _thread_cpu()
     while True:
         cmd = conn.recv()
-        if cmd == "stats":
-            conn.send(agent.stats())
+        if cmd == "count":  # polled every 50 ms: a counter, not a full stats() (~0.4 ms)
+            conn.send(agent.engine.points_in)
         else:
             st = agent.stats()
             st["cpu_s"] = time.process_time() - cpu0  # every thread of the agent process
+            st["thread_cpu_s"] = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu().items()}
             agent.shutdown(flush_timeout=2.0)
             conn.send((st, dec_ts, dec_t))
             return
@@ -189,7 +219,8 @@ def ceiling(port: int, n: int, qos: int) -> dict[str, Any]:
     sub.loop_start()
     ready.wait(10)
     go, q = CTX.Event(), CTX.Queue()
-    proc = CTX.Process(target=_publisher, args=(port, n, 1, 0.0, qos, go, q))
+    # a plain paho publisher (no TCP_NODELAY): flat out, Nagle's coalescing only helps
+    proc = CTX.Process(target=_publisher, args=(port, n, 1, 0.0, qos, go, q, False))
     proc.start()
     q.get(timeout=60)
     go.set()
@@ -204,6 +235,83 @@ def ceiling(port: int, n: int, qos: int) -> dict[str, Any]:
     secs = got[-1] - got[0] if len(got) > 1 else float("nan")
     return {"qos": qos, "sent": n, "received": len(got),
             "messages_per_s": round((len(got) - 1) / secs) if len(got) > 1 else 0}
+
+
+# ---------------------------------------------------------------- 1b. the transport alone
+def transport_only(port: int, n: int, rate: float = 0.0,
+                   pub_nodelay: bool = True) -> dict[str, Any]:
+    """The agent's :class:`MqttTransport` with a handler that only records arrival times:
+    its CPU per message (flat out) or the send -> handler latency (paced at ``rate``)."""
+    from agent.config_live import MqttConfig
+    from agent.transports.mqtt import MqttTransport
+
+    got: list[float] = []
+    t = MqttTransport(MqttConfig(enabled=True, port=port, keepalive_s=60),
+                      f"bench-transport-{time.time_ns()}", None,
+                      lambda _t, _p, _props: got.append(time.time()), lambda: [(TOPIC, 0)])
+    t.start()
+    try:
+        if not t.wait_ready(10):
+            raise RuntimeError("transport did not connect")
+        go, q = CTX.Event(), CTX.Queue()
+        proc = CTX.Process(target=_publisher, args=(port, n, 1, rate, 0, go, q, pub_nodelay))
+        proc.start()
+        q.get(timeout=60)
+        cpu = time.process_time()  # this process: the transport's threads (main sleeps)
+        go.set()
+        sent = np.array(q.get(timeout=120))
+        proc.join(30)
+        last = -1
+        while len(got) != last:  # until nothing more arrives
+            last = len(got)
+            time.sleep(0.3)
+        cpu = time.process_time() - cpu
+    finally:
+        t.stop()
+    out: dict[str, Any] = {"rate_messages_per_s": round(rate), "sent": n, "received": len(got),
+                           "publisher_nodelay": pub_nodelay,
+                           "cpu_us_per_message": round(cpu / max(len(got), 1) * 1e6, 1)}
+    if rate > 0 and len(got) == n:  # QoS 0 on loopback keeps the order
+        out["send_to_handler_ms"] = _pct((np.asarray(got) - sent) * 1000)
+    return out
+
+
+def start_broker(tmp: Path, tcp_nodelay: bool) -> tuple[subprocess.Popen[bytes], int]:
+    """A Mosquitto for the benchmark; ``set_tcp_nodelay`` as given (Mosquitto's default is
+    false: Nagle's algorithm on the broker's sockets)."""
+    mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port()
+    conf = tmp / f"mosquitto-{port}.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"max_queued_messages 0\nset_tcp_nodelay {str(tcp_nodelay).lower()}\n",
+                    encoding="ascii")
+    broker = subprocess.Popen([mosq, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.connect(("127.0.0.1", port))
+            break
+        time.sleep(0.05)
+    return broker, port
+
+
+def nagle(tmp: Path, rate: float, seconds: float) -> dict[str, Any]:
+    """send -> transport handler at ``rate`` messages/s with and without ``set_tcp_nodelay``
+    on the broker and TCP_NODELAY on the publisher: the fixed delay Nagle adds."""
+    out: dict[str, Any] = {}
+    for broker_nd in (False, True):
+        broker, port = start_broker(tmp, broker_nd)
+        try:
+            for pub_nd in (False, True):
+                r = transport_only(port, int(rate * seconds), rate, pub_nd)
+                out[f"broker_nodelay={broker_nd},publisher_nodelay={pub_nd}"] = r
+                log.warning("nagle: broker nodelay %s, publisher nodelay %s: %s", broker_nd,
+                            pub_nd, r.get("send_to_handler_ms"))
+        finally:
+            broker.kill()
+            broker.wait()
+    return out
 
 
 # ---------------------------------------------------------------- 2. without a broker
@@ -288,9 +396,8 @@ def live(port: int, tmp: Path, batch: int, rate: float, seconds: float,
     pub.join(30)
     last, still = -1, time.monotonic()
     while True:  # until every point is decided, or nothing moves for 3 s
-        conn.send("stats")
-        st = conn.recv()
-        done = st["points_in"]
+        conn.send("count")
+        done = conn.recv()
         if done >= n_points:
             break
         if done != last:
@@ -319,6 +426,9 @@ def live(port: int, tmp: Path, batch: int, rate: float, seconds: float,
         "decided_points_per_s": round(st["points_in"] / span) if span == span else 0,
         "sustained": bool(ok),
         "agent_cpu_us_per_point": round(st["cpu_s"] / max(st["points_in"], 1) * 1e6, 1),
+        # the split: "paho-mqtt-client-..." = transport, "detect" = parse + cascade + alerts
+        "thread_cpu_us_per_point": {k: round(v / max(st["points_in"], 1) * 1e6, 1)
+                                    for k, v in st["thread_cpu_s"].items() if v > 0},
         "send_to_decision_ms": _pct(lat_dec),
         "agent_queue_to_decision_ms": st["latency_ms"],
     }
@@ -432,6 +542,9 @@ def readme(res: dict[str, Any]) -> str:
         f"{c['qos0']['messages_per_s']:,} | |",
         f"| broker ceiling, plain paho pair, QoS 1 (messages/s) | "
         f"{c['qos1']['messages_per_s']:,} | |",
+        f"| agent's MQTT transport alone, 1-point messages (handler records only) | "
+        f"{round(1e6 / res['transport_only']['cpu_us_per_message']):,} (CPU-bound) | "
+        f"{res['transport_only']['cpu_us_per_message']} |",
         f"| engine only (`Engine.process` loop) | {res['engine_only']['points_per_s']:,} | "
         f"{res['engine_only']['cpu_us_per_point']} |",
         f"| agent, no broker, 1-point messages | {nb['batch1']['points_per_s']:,} | "
@@ -447,6 +560,14 @@ def readme(res: dict[str, Any]) -> str:
             lines.append(f"| agent through Mosquitto, {name}: max sustained, 0 drops | "
                          f"{lv[key]['max_sustained_points_per_s']:,} | "
                          f"{best.get('agent_cpu_us_per_point', '')} |")
+    for name, run in res["latency"].items():  # where the agent's CPU goes, by thread
+        split = run.get("thread_cpu_us_per_point") or {}
+        paho_us = sum(v for k, v in split.items() if k.startswith("paho"))
+        det_us = split.get("detect", 0.0)
+        other_us = round(sum(split.values()) - paho_us - det_us, 1)
+        if split:
+            lines.append(f"| ... 1-point messages at {name}: CPU split by thread | | "
+                         f"network (paho) {paho_us:g}, detection {det_us:g}, other {other_us:g} |")
     lines += [
         "",
         "| latency (1-point messages, from the publisher's send) | p50 ms | p99 ms | max ms |",
@@ -458,6 +579,15 @@ def readme(res: dict[str, Any]) -> str:
             state = "sustained" if run["sustained"] else "NOT sustained"
             lines.append(f"| send -> {kind} at {name} ({state}) | "
                          f"{p['p50']} | {p['p99']} | {p['max']} |")
+    lines += [
+        "",
+        "| send -> transport handler at 1,000 messages/s (Nagle, docs/mqtt.md) | p50 ms "
+        "| p99 ms | max ms |",
+        "|---|---|---|---|",
+    ]
+    for name, run in res["nagle"].items():
+        p = run.get("send_to_handler_ms") or {"p50": "?", "p99": "?", "max": "?"}
+        lines.append(f"| {name.replace(',', ', ')} | {p['p50']} | {p['p99']} | {p['max']} |")
     lines += [
         "",
         "| target (issue #9) | measured | met |",
@@ -487,21 +617,18 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     quick = args.quick
-    mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     tmp = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
-    port = _free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 0\n", encoding="ascii")
-    broker = subprocess.Popen([mosq, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
     t_start = time.monotonic()
     load_start = os.getloadavg()
+    nag = nagle(tmp, 1000.0, 3.0 if quick else 10.0)
+    # every other figure: the broker set up as docs/mqtt.md recommends (set_tcp_nodelay)
+    broker, port = start_broker(tmp, tcp_nodelay=True)
     try:
         ceil = {"qos0": ceiling(port, 20_000 if quick else 60_000, 0),
                 "qos1": ceiling(port, 10_000 if quick else 30_000, 1)}
         log.warning("ceiling: %s", ceil)
+        tr = transport_only(port, 20_000 if quick else 60_000)
+        log.warning("transport only, flat out: %s", tr)
         n_nb = 3_000 if quick else 6_000
         eng = engine_only(n_nb)
         nb = {f"batch{b}": no_broker(tmp, port, n_nb, b) for b in (1, 100)}
@@ -531,6 +658,8 @@ def main() -> None:
               "batch_vs_no_broker": round(batched / nb["batch100"]["points_per_s"], 4),
               "single_vs_no_broker": round(single / nb["batch1"]["points_per_s"], 4),
               "p99_alert_ms_at_1000": at1000["send_to_alert_ms"]["p99"],
+              "transport_vs_ceiling_qos0": round(
+                  1e6 / tr["cpu_us_per_message"] / ceil["qos0"]["messages_per_s"], 3),
               "p99_decision_ms_at_1000": at1000["send_to_decision_ms"]["p99"],
               "capacity_used_at_1000": round(1000 / max(single, 1), 3),
               # CPU time of the agent process per point: robust to other load on the host
@@ -551,7 +680,9 @@ def main() -> None:
            "quick": quick, "seconds_total": round(time.monotonic() - t_start, 1),
            "load_average": {"start": load_start, "end": os.getloadavg()},
            "detectors": "zscore(both) + river half_space_trees, 1 stream x 4 channels",
-           "broker_ceiling": ceil, "engine_only": eng, "no_broker": nb,
+           "broker": "mosquitto, set_tcp_nodelay true (section nagle: with and without)",
+           "broker_ceiling": ceil, "transport_only": tr, "nagle": nag,
+           "engine_only": eng, "no_broker": nb,
            "through_mosquitto": lv, "latency": lat, "ratios": ratios, "note": note}
     plot(res, RESULTS / "mqtt.png")
     for run in lat.values():
@@ -559,8 +690,8 @@ def main() -> None:
     save_json(RESULTS / "mqtt.json", res)
     if not args.no_readme:
         update_readme("mqtt", readme(res))
-    print(json.dumps({k: res[k] for k in ("broker_ceiling", "engine_only", "no_broker",
-                                          "ratios")}, indent=2))
+    print(json.dumps({k: res[k] for k in ("broker_ceiling", "transport_only", "engine_only",
+                                          "no_broker", "ratios")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+#: ``(topic, payload, properties)``; properties are None for a message that carries none
+#: (MQTT 3.1.1, or a plain MQTT 5 QoS-0 message, which the MQTT transport decodes itself)
 MessageHandler = Callable[[str, bytes, Any], None]
 Subscriptions = Callable[[], Sequence[tuple[str, int]]]
 

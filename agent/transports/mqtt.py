@@ -73,6 +73,11 @@ class _ReadBufferedClient(paho.Client):
     before paho goes back to ``select`` (which cannot see bytes held here).
     """
 
+    #: QoS-0 PUBLISH without properties: ``(topic, payload)`` straight from the packet
+    on_plain_message: Callable[[str, bytes], None] | None = None
+    #: a PINGRESP came (the watchdog's sign of life; no ``on_log`` formatting needed)
+    on_pingresp: Callable[[], None] | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = b""
@@ -91,6 +96,32 @@ class _ReadBufferedClient(paho.Client):
     def _sock_close(self) -> None:
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """The common case, a QoS-0 PUBLISH without properties, decoded here: paho's own
+        path builds a ``Properties`` object, an ``MQTTMessage`` and (with ``on_log``) a log
+        line per message, about half the transport's CPU per single-point message. Anything
+        else (QoS 1/2, properties such as a topic alias or response topic, a topic that is
+        not UTF-8, a malformed packet) takes paho's path unchanged."""
+        deliver = self.on_plain_message
+        pkt = self._in_packet["packet"]
+        if deliver is None or self._in_packet["command"] & 0x06 or len(pkt) < 3:
+            return super()._handle_publish()
+        end = 2 + ((pkt[0] << 8) | pkt[1])  # topic length prefix
+        v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+        if end == 2 or end + v5 > len(pkt) or (v5 and pkt[end] != 0):
+            return super()._handle_publish()
+        try:
+            topic = pkt[2:end].decode()
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        deliver(topic, bytes(pkt[end + v5:]))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pingresp(self) -> MQTTErrorCode:
+        if self.on_pingresp is not None:
+            self.on_pingresp()
+        return super()._handle_pingresp()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
@@ -256,7 +287,12 @@ class MqttTransport(Transport):
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         client.on_subscribe = self._touch_sub
-        client.on_log = self._handle_log
+        client.on_socket_open = _no_delay
+        if isinstance(client, _ReadBufferedClient):
+            client.on_plain_message = self._handle_plain_message
+            client.on_pingresp = self._touch_rx
+        else:  # paho's log line is the only sign of a PINGRESP it gives
+            client.on_log = self._handle_log
         return client
 
     def _connect_props(self) -> Properties | None:
@@ -306,6 +342,13 @@ class MqttTransport(Transport):
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._last_rx = time.monotonic()
         self.on_message(msg.topic, msg.payload, getattr(msg, "properties", None))
+
+    def _handle_plain_message(self, topic: str, payload: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self.on_message(topic, payload, None)
+
+    def _touch_rx(self) -> None:
+        self._last_rx = time.monotonic()
 
     def _handle_publish(self, _c: paho.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
         self._last_rx = time.monotonic()
@@ -409,6 +452,14 @@ class MqttTransport(Transport):
                 self.counts["watchdog_reconnects"] += 1
                 self.force_reconnect(f"nothing received for {now - self._last_rx:.1f} s")
                 return
+
+
+def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
+    """paho's ``on_socket_open``: send small packets (alerts, acknowledgements) at once
+    instead of letting Nagle's algorithm hold them until the broker acknowledges earlier
+    bytes (paho does not set TCP_NODELAY itself)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _close_socket(client: paho.Client) -> None:
