@@ -19,8 +19,9 @@ The walk reads River's own tree nodes (``children``, ``feature``, ``threshold``,
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _MODEL_ATTRS = ("trees", "_tree_nodes", "counter", "_first_window", "height", "window_size",
@@ -40,6 +41,31 @@ def supports(model: Any) -> bool:
         and isinstance(root.l_mass, int)
         and len(root.children) == 2
     )
+
+
+def prebuilt(model: Any, features: Iterable[str]) -> Any:
+    """``model`` with its trees already built for ``features``, or ``model`` itself.
+
+    River builds a HalfSpaceTrees' trees inside its first ``learn_one`` (10 trees of
+    height 8: ~50-200 ms of CPU), so the first point of a stream would wait for them, and
+    every point queued behind it. Building them when the stream is set up moves that
+    work to start-up: River's own ``learn_one`` of a point at the centre of every feature,
+    on a copy, then taken back (:func:`unwalk` and the counter). The trees depend only on
+    the sorted feature names and the model's seeded generator, which nothing else draws
+    from, so they are the trees the first real point would have built. A model this module
+    does not know, or one already fed, is returned unchanged (its trees come lazily).
+    """
+    if (not all(hasattr(model, a) for a in _MODEL_ATTRS) or model.trees or model.counter
+            or model.window_size < 2):
+        return model
+    out = copy.deepcopy(model)
+    x = dict.fromkeys(features, 0.5)
+    out.learn_one(x)
+    if not supports(out) or out.counter != 1:
+        return model
+    unwalk(out, x)
+    out.counter = 0
+    return out
 
 
 def score_walk(model: Any, x: Mapping[str, float], learn: bool) -> float:

@@ -101,7 +101,9 @@ class RiverStage:
     def __init__(self, config: RiverConfig, channels: Sequence[str]) -> None:
         self.config = config
         self.channels = tuple(channels)
-        self._models = [_make_model(m) for m in config.models]
+        # Trees built now, not at the first point (see hst_walk.prebuilt).
+        self._models = [hst_walk.prebuilt(_make_model(m), self.channels)
+                        for m in config.models]
         self._calib = [
             _Calibrator(config.calibration_window // self.calibration_every,
                         config.calibration_quantile)

@@ -126,3 +126,33 @@ def test_cascade_outcomes_equal_those_of_river_own_calls(river_at: float) -> Non
     assert sum(o.stage_scores[1] is not None for o in b) > 300
     assert sum(o.score >= 0.5 for o in b) > 10  # some points were held out of stage 2
     assert _masses(ours.river._models[0]) == _masses(ref.river._models[0])
+
+
+def test_prebuilt_trees_are_the_ones_the_first_point_builds() -> None:
+    """Trees built at set-up: the same split features, thresholds and masses as River's own
+    lazy build at the first learn_one, and the same scores and state over a stream."""
+    pts = _points(400, seed=7)
+    lazy, early = _hst(), hst_walk.prebuilt(_hst(), FEATURES)
+    assert early.trees and not lazy.trees  # type: ignore[attr-defined]
+    assert all(n.l_mass == 0 and n.r_mass == 0 for nodes in early._tree_nodes for n in nodes)  # type: ignore[attr-defined]
+    assert early.counter == 0  # type: ignore[attr-defined]
+    for x in pts:
+        assert early.score_one(x) == lazy.score_one(x)  # type: ignore[attr-defined]
+        lazy.learn_one(x)  # type: ignore[attr-defined]
+        early.learn_one(x)  # type: ignore[attr-defined]
+
+    def layout(m: object) -> list[tuple[object, object]]:
+        return [(getattr(n, "feature", None), getattr(n, "threshold", None))
+                for nodes in m._tree_nodes for n in nodes]  # type: ignore[attr-defined]
+
+    assert layout(early) == layout(lazy) and _masses(early) == _masses(lazy)
+    # a model already fed, or not a HalfSpaceTrees, is left alone
+    assert hst_walk.prebuilt(lazy, FEATURES) is lazy
+    loda = anomaly_classes().LODA(n_bins=5, n_random_cuts=5, seed=1)
+    assert hst_walk.prebuilt(loda, FEATURES) is loda
+
+
+def test_river_stage_builds_its_trees_at_set_up() -> None:
+    stage = RiverStage(river_config(), MULTI_CHANNELS)
+    hsts = [m for m in stage._models if hasattr(m, "trees")]
+    assert hsts and all(m.trees for m in hsts)
