@@ -143,7 +143,7 @@ class Engine:
         if index is None:
             self.rejects.reject("unknown_stream", f"stream {sid!r} is not configured")
             return None
-        ts = as_number(point.ts)
+        ts = point.ts if type(point.ts) is float else as_number(point.ts)
         if ts is None or not math.isfinite(ts):
             self.rejects.reject("bad_timestamp", f"stream {sid!r}: timestamp {point.ts!r}")
             return None
@@ -160,18 +160,21 @@ class Engine:
             if i is None:
                 self.rejects.reject("unknown_channel", f"stream {sid!r} has no channel {name!r}")
                 continue
-            v = as_number(value)
-            if v is None:
-                self.rejects.reject("non_numeric", f"stream {sid!r} channel {name!r}: {value!r}")
-                continue
-            if not math.isfinite(v):
-                self.rejects.reject("non_finite", f"stream {sid!r} channel {name!r}: {value}")
-                continue
-            if abs(v) > MAX_ABS_VALUE:
-                self.rejects.reject(
-                    "out_of_range", f"stream {sid!r} channel {name!r}: |{v:g}| > {MAX_ABS_VALUE:g}"
-                )
-                continue
+            if type(value) is float and -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+                v = value  # the usual case (a JSON number with a fraction): nothing to check
+            else:
+                v = as_number(value)
+                if v is None:
+                    self.rejects.reject("non_numeric",
+                                        f"stream {sid!r} channel {name!r}: {value!r}")
+                    continue
+                if not math.isfinite(v):
+                    self.rejects.reject("non_finite", f"stream {sid!r} channel {name!r}: {value}")
+                    continue
+                if abs(v) > MAX_ABS_VALUE:
+                    self.rejects.reject("out_of_range", f"stream {sid!r} channel {name!r}: "
+                                                        f"|{v:g}| > {MAX_ABS_VALUE:g}")
+                    continue
             if x[i] != x[i]:
                 present += 1
             x[i] = v
