@@ -25,7 +25,8 @@ from tests.agent.helpers import IOT_CHANNELS, agent_config, numbers, pca_model, 
 
 REASONS = (
     "unknown_stream", "bad_timestamp", "out_of_order", "duplicate_timestamp",
-    "unknown_channel", "non_numeric", "non_finite", "no_valid_values", "missing_channel",
+    "unknown_channel", "non_numeric", "non_finite", "out_of_range", "no_valid_values",
+    "missing_channel",
 )
 GOOD = {"temperature": 20.0, "humidity": 50.0, "pressure": 1013.0}
 ALERTS = AlertConfig(k=1, n=1, clear_after=2)  # every hit raises: alerts in short streams
@@ -64,6 +65,8 @@ def _bad_points(t0: float = 0.0) -> list[tuple[tuple[str, ...], Point]]:
         (("non_numeric",), Point(t0 + 104.0, "s", {**GOOD, "pressure": True})),
         (("non_finite",), Point(t0 + 105.0, "s", {**GOOD, "pressure": math.nan})),
         (("non_finite",), Point(t0 + 106.0, "s", {**GOOD, "pressure": -math.inf})),
+        (("out_of_range",), Point(t0 + 106.5, "s", {**GOOD, "pressure": -1e200})),
+        (("out_of_range",), Point(t0 + 106.7, "s", {**GOOD, "pressure": 10**120})),
         (("non_finite", "no_valid_values"), Point(t0 + 107.0, "s", {"temperature": math.nan})),
         (("no_valid_values",), Point(t0 + 108.0, "s", {})),
         (("missing_channel",), Point(t0 + 109.0, "s", {"temperature": 20.0})),
@@ -81,7 +84,8 @@ def test_every_reject_reason_is_counted_logged_once_and_never_raises(
                 d = eng.process(p)
                 if reasons:
                     assert d.stage == Stage.NONE or "missing_channel" in reasons or (
-                        set(reasons) <= {"unknown_channel", "non_numeric", "non_finite"})
+                        set(reasons) <= {"unknown_channel", "non_numeric", "non_finite",
+                                         "out_of_range"})
                 for r in reasons:
                     expected[r] += 1
     stats = eng.stats()
