@@ -63,10 +63,18 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def results_dir() -> Path:
+    """Where tests write their figures: ``benchmarks/results`` (tracked) when
+    ``EDGE_AGENT_SAVE_FIGURES=1``, else its git-ignored ``tmp/``, so that running the suite
+    leaves the checkout clean."""
+    out = RESULTS if os.environ.get("EDGE_AGENT_SAVE_FIGURES") == "1" else RESULTS / "tmp"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def save_figures(name: str, figures: dict[str, Any]) -> Path:
-    """Print the figures and write ``benchmarks/results/faults_{name}.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"faults_{name}.json"
+    """Print the figures and write ``faults_{name}.json`` (see :func:`results_dir`)."""
+    path = results_dir() / f"faults_{name}.json"
     path.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"\nfault figures ({name}): {json.dumps(figures, sort_keys=True)}")
     return path
