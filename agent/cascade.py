@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import AgentConfig, StreamConfig
+from agent.detectors.batch_gate import score_learn_many
 from agent.detectors.gate import Stage1Gate
 from agent.detectors.river_models import RiverStage
 from agent.escalation import river_gate
@@ -162,6 +163,12 @@ class StreamCascade:
     # ------------------------------------------------------------------ main path
     def process(self, x: list[float], alert_threshold: float) -> Outcome:
         """Score ``x`` (NaN = missing) with state from earlier points only, then learn it."""
+        return self._process(x, alert_threshold, None)
+
+    def _process(self, x: list[float], alert_threshold: float,
+                 stage1: tuple[float, np.ndarray] | None) -> Outcome:
+        """:meth:`process`; ``stage1``: stage 1's score and channel ratios of ``x`` when
+        :meth:`process_batch` has already run stage 1 over it (then learnt too)."""
         filled = self._fill(x)
         if self._window is not None:
             self._window.push(filled)
@@ -180,9 +187,9 @@ class StreamCascade:
         prev: float | None = None  # score of the deepest stage that ran
         deepest = Stage.NONE
         stat, river = self.stat, self.river
-        if stat is not None and not stat.warming_up:
+        if stage1 is not None or (stat is not None and not stat.warming_up):
             # Scored, then learnt at once: stages 2-3 never read stage 1's state.
-            s1 = stat.score_learn(x)
+            s1 = stat.score_learn(x) if stage1 is None else stage1[0]
             stat_evidence = True  # stage 1's last_ratios, read below only for a hit
             counts["scored"][0] += 1
             gate = prev = s1
@@ -229,7 +236,7 @@ class StreamCascade:
         if fused < alert_threshold:
             evidence = None
         elif stat_evidence and stat is not None:
-            evidence = stat.last_ratios.tolist()
+            evidence = (stat.last_ratios if stage1 is None else stage1[1]).tolist()
         elif evidence is not None:
             evidence = list(evidence)
 
@@ -256,6 +263,29 @@ class StreamCascade:
         is scored with state from rows before it only, never from later rows)."""
         process = self.process
         return [process(x, alert_threshold) for x in rows]
+
+    def process_batch(self, rows: Sequence[list[float]], alert_threshold: float
+                      ) -> list[Outcome]:
+        """:meth:`process_many`, the same outcomes and state, with stage 1 run over the
+        rows first, vectorised along time (:mod:`agent.detectors.batch_gate`), then stages
+        2-3 row by row on its results. Nothing after stage 1 feeds back into it within the
+        rows, except where this falls back to :meth:`process` row by row: from a row met
+        while stage 1 is warming up (such rows are learnt, not scored), and for the whole
+        batch when a value is missing on a channel never seen yet (its stand-in for stages
+        2-3 is stage 1's centre at that row)."""
+        stat = self.stat
+        if stat is None or len(rows) < 2 or stat.warming_up:
+            return self.process_many(rows, alert_threshold)
+        x = np.array(rows, dtype=float)
+        if not all(self._seen) and not bool(np.isfinite(x).all()):
+            return self.process_many(rows, alert_threshold)
+        res = score_learn_many(stat, x, stop_at_warm_up=True)
+        process = self._process
+        out = [process(row, alert_threshold, (s, r)) for row, s, r in
+               zip(rows[: res.n], res.scores.tolist(), res.ratios, strict=True)]
+        if res.n < len(rows):
+            out += self.process_many(rows[res.n :], alert_threshold)
+        return out
 
     def learn_only(self, x: list[float]) -> None:
         """Warm-up rows: learn without scoring (the stat gate accepts everything finite)."""

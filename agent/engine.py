@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.cascade import StreamCascade
+from agent.cascade import Outcome, StreamCascade
 from agent.checkpoint import load_checkpoint, save_checkpoint
 from agent.config import AgentConfig, StreamConfig
 from agent.counters import RejectCounter
@@ -209,8 +209,11 @@ class Engine:
         if x is None:
             return Decision(point.ts, point.stream, 0.0, Stage.NONE, bool(policy and policy.active))
         cas = self._cascades[point.stream]
-        out = cas.process(x, self.config.alerts.threshold)
         assert policy is not None
+        return self._decide(point, policy, cas.process(x, self.config.alerts.threshold))
+
+    def _decide(self, point: Point, policy: AlertPolicy, out: Outcome) -> Decision:
+        """Apply the alert policy to the cascade's outcome on a point; emit alerts."""
         if out.stage == Stage.NONE:
             return Decision(point.ts, point.stream, 0.0, Stage.NONE, policy.active)
         active, events = policy.update(point.ts, out.score, int(out.stage), out.channel_evidence)
@@ -224,14 +227,51 @@ class Engine:
     def process_batch(self, points: Iterable[Point]) -> list[Decision]:
         """Score a batch of points (e.g. every point of one MQTT message) in order.
 
-        Exactly ``[self.process(p) for p in points]``: each point is scored with state
-        from strictly earlier points, including earlier points of the same batch (no
-        look-ahead), then learnt, and alerts are emitted as they happen. Use it when
-        messages carry many points: the per-point cost is the cascade's (see
-        ``benchmarks/bench_core.py``); batching saves the caller's own per-call overhead.
+        Exactly ``[self.process(p) for p in points]`` (the same decisions, alerts, counts
+        and state): each point is scored with state from strictly earlier points,
+        including earlier points of the same batch (no look-ahead), then learnt, and
+        alerts are emitted in order. Consecutive usable points of one stream go through
+        :meth:`StreamCascade.process_batch <agent.cascade.StreamCascade.process_batch>`
+        (stage 1 vectorised over them), then the alert policy point by point. A run ends
+        at a point of another stream, a rejected point (its decision reads the policy)
+        and before a timestamp jump (it shifts the policy's clock).
         """
-        process = self.process
-        return [process(p) for p in points]
+        out: list[Decision] = []
+        run: list[tuple[Point, list[float]]] = []
+        for p in points:
+            if run and (p.stream != run[0][0].stream or self._jumps(p)):
+                self._flush(run, out)
+            self.points_in += 1
+            x = self._vector(p)
+            if x is None:
+                self._flush(run, out)
+                policy = self._policies.get(p.stream)
+                out.append(Decision(p.ts, p.stream, 0.0, Stage.NONE,
+                                    bool(policy and policy.active)))
+            else:
+                run.append((p, x))
+        self._flush(run, out)
+        return out
+
+    def _jumps(self, point: Point) -> bool:
+        """Would ``point``'s timestamp count as a clock jump of its stream?"""
+        ts, last = as_number(point.ts), self._last_ts.get(point.stream)
+        return (ts is not None and last is not None and math.isfinite(ts)
+                and abs(ts - last) > self.config.agent.clock_jump_s)
+
+    def _flush(self, run: list[tuple[Point, list[float]]], out: list[Decision]) -> None:
+        """Score a run of validated points of one stream; append their decisions."""
+        if not run:
+            return
+        sid = run[0][0].stream
+        cas, policy, thr = self._cascades[sid], self._policies[sid], self.config.alerts.threshold
+        if len(run) == 1:
+            outs = [cas.process(run[0][1], thr)]
+        else:
+            outs = cas.process_batch([x for _, x in run], thr)
+        decide = self._decide
+        out.extend(decide(p, policy, o) for (p, _), o in zip(run, outs, strict=True))
+        run.clear()
 
     def learn_only(self, point: Point) -> None:
         """Warm-up: learn a point without scoring it (replay's ``--warmup-rows``)."""

@@ -300,8 +300,7 @@ class LiveAgent:
         self.ts_defaulted += parsed.ts_defaulted
         for reason, detail in parsed.rejects:
             eng.rejects.reject(reason, f"{topic}: {detail}")
-        for p in parsed.points:
-            d = eng.process(p)
+        for d in eng.process_batch(parsed.points):  # (= process() point by point)
             if self.on_decision is not None:
                 self.on_decision(d)
         if parsed.points:

@@ -101,8 +101,7 @@ def run_input(cfg: AgentConfig, input_path: str) -> int:
             parsed = parse_payload(line.encode(), stream=None, now=time.time(), fmt="json")
             for reason, detail in parsed.rejects:
                 engine.rejects.reject(reason, detail)
-            for p in parsed.points:
-                engine.process(p)
+            engine.process_batch(parsed.points)  # (= process() point by point)
     finally:
         if fh is not sys.stdin:
             fh.close()

@@ -304,6 +304,14 @@ class Stage1Gate:
         self._l_last = xl
         return s
 
+    def score_learn_many(self, rows: np.ndarray) -> np.ndarray:
+        """``score_learn`` every row of a ``(B, C)`` array in order, vectorised along time
+        where it can (:mod:`agent.detectors.batch_gate`: the same scores and state, bit
+        for bit); returns the scores. ``last_ratios`` and ``flagged`` describe the last."""
+        from agent.detectors.batch_gate import score_learn_many
+
+        return score_learn_many(self, rows).scores
+
     def learn_one(self, x: Sequence[float] | np.ndarray) -> None:
         """Learn the point just scored (each view keeps its own flagged values out)."""
         self._sync()
