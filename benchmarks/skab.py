@@ -161,6 +161,10 @@ def hold_while_active() -> Iterator[None]:
                 cas.hold = pol.active
             return super().process(point)
 
+        def process_batch(self, points: Any) -> list[Any]:
+            # The hold is read point by point: no vectorised stage-1 runs here.
+            return [self.process(p) for p in points]
+
     import agent.replay as replay_mod
 
     saved = engine_mod.StreamCascade, replay_mod.Engine
