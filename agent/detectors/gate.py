@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import ChannelConfig, ZScoreConfig
-from agent.detectors.zscore import StatGate
+from agent.detectors.zscore import LazyRatios, StatGate
 
 HOLD = 3
 
@@ -61,8 +61,10 @@ def _all_finite(x: np.ndarray) -> bool:
     return bool(t - t == 0.0)
 
 
-class Stage1Gate:
-    """Level (+ step, + EWMA) z-scores of every channel of one stream."""
+class Stage1Gate(LazyRatios):
+    """Level (+ step, + EWMA) z-scores of every channel of one stream. ``last_ratios``:
+    per channel, the largest of its level, step, EWMA and stuck ratios at the last score
+    (like a step-view hit, an EWMA-view hit is evidence for its channel)."""
 
     def __init__(
         self,
@@ -117,19 +119,6 @@ class Stage1Gate:
         # Flags of the raw-value views only (level, step, stuck): what `previous` and the
         # EWMA recursion keep out. Without the EWMA view this is ``flagged`` itself.
         self._raw_flagged = self.flagged
-
-    @property
-    def last_ratios(self) -> np.ndarray:
-        """Per channel: the largest of its level, step, EWMA and stuck ratios at the last
-        score (like a step-view hit, an EWMA-view hit is evidence for its channel)."""
-        r = self._ratios
-        if isinstance(r, list):
-            r = self._ratios = np.array(r, dtype=float)
-        return r
-
-    @last_ratios.setter
-    def last_ratios(self, r: np.ndarray) -> None:
-        self._ratios = r
 
     def _sync(self) -> None:
         """Leave the Python lane: write its state back to the arrays."""

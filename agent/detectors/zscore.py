@@ -147,7 +147,27 @@ def _median0(a: np.ndarray) -> np.ndarray:
     return (part[h - 1] + part[h]) * 0.5
 
 
-class StatGate:
+class LazyRatios:
+    """``last_ratios`` as an array, kept as the plain-Python lane's list (``_ratios``)
+    until someone reads it: most points are never asked."""
+
+    _ratios: list[float] | np.ndarray
+
+    @property
+    def last_ratios(self) -> np.ndarray:
+        """Per column (StatGate) or channel (Stage1Gate): threshold ratios of the last
+        score."""
+        r = self._ratios
+        if isinstance(r, list):
+            r = self._ratios = np.array(r, dtype=float)
+        return r
+
+    @last_ratios.setter
+    def last_ratios(self, r: np.ndarray) -> None:
+        self._ratios = r
+
+
+class StatGate(LazyRatios):
     """Rolling + robust z-score over every channel of one stream."""
 
     def __init__(
@@ -232,18 +252,6 @@ class StatGate:
         self._streak_clear = True  # no channel has a flagged streak
         self._recount()
         self._derive()
-
-    @property
-    def last_ratios(self) -> np.ndarray:
-        """Threshold ratio of every column at the last score."""
-        r = self._ratios
-        if isinstance(r, list):
-            r = self._ratios = np.array(r)
-        return r
-
-    @last_ratios.setter
-    def last_ratios(self, r: np.ndarray) -> None:
-        self._ratios = r
 
     def _sync(self) -> None:
         """Leave the Python lane: write its running sums and heads back to the arrays."""
