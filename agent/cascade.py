@@ -199,12 +199,7 @@ class StreamCascade:
         ):
             if gate is not None:
                 counts["escalated"][1] += 1
-            # Unless stage 1 already made the point one stage 2 will not learn (below),
-            # stage 2 starts learning it in the walk that scores it (same scores).
-            rcfg = self.config.detectors.river
-            s2 = river.score_one(filled, learn_next=not (
-                rcfg.guard and s1 is not None and s1 >= 0.5
-                and self._river_held < rcfg.relearn_after))
+            s2 = river.score_one(filled)
             counts["scored"][1] += 1
             gate = s2 if gate is None else max(gate, s2)
             prev, deepest = s2, Stage.RIVER

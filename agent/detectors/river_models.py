@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from agent.config import RiverConfig, RiverModelConfig
-from agent.detectors import hst_walk
+from agent.detectors import hst_flat, hst_walk
+from agent.detectors.hst_flat import FlatHST
 
 _REFRESH = 50  # accepted points between re-computations of the calibration quantiles
 
@@ -90,17 +91,24 @@ class RiverStage:
 
     Calibration scores are taken on every ``calibration_every``-th learnt point
     (whether or not that point was escalated, so the sample is unbiased); the rest of
-    the learnt points cost one ``learn_one`` per model and nothing else. A
-    HalfSpaceTrees scores and learns a calibration point in one walk per tree, and a
-    point scored with ``learn_next`` starts being learnt in the walk that scores it
-    (:mod:`agent.detectors.hst_walk`: the same scores and trees as River's calls).
+    the learnt points cost one ``learn_one`` per model and nothing else.
+
+    A HalfSpaceTrees is run through :class:`~agent.detectors.hst_flat.FlatHST` (unless
+    ``flat=False``): the same scores and trees as River's calls, but the points it learns
+    wait in a buffer (at most one window of raw values) and are learnt, and their
+    calibration scores taken, in one vectorised pass when its window ends, when a
+    calibrator is due to refresh, or when the state is read (:meth:`state_dict`, a
+    pickle). Neither a score nor a ratio can tell the difference: scores read only the
+    reference masses, which change at a window's end, and the calibrators refresh only
+    after the buffered samples are in.
     """
 
     calibration_every = 4
 
-    def __init__(self, config: RiverConfig, channels: Sequence[str]) -> None:
+    def __init__(self, config: RiverConfig, channels: Sequence[str], flat: bool = True) -> None:
         self.config = config
         self.channels = tuple(channels)
+        self.flat = flat
         # Trees built now, not at the first point (see hst_walk.prebuilt).
         self._models = [hst_walk.prebuilt(_make_model(m), self.channels)
                         for m in config.models]
@@ -118,55 +126,54 @@ class RiverStage:
             m.window_size for m in config.models if m.kind == "half_space_trees"])
         self._last_raw: list[float] = []
         self.last_ratios = [0.0] * len(self._models)
-        # The point score_one last mapped and its features, reused by learn_one when the
-        # learnt range did not move in between (the usual case).
+        # The point score_one last mapped (reused by learn_one when it is the same point)
         self._scored_x: list[float] | None = None
-        self._scored_feats: dict[str, float] = {}
-        # Per model: scored and learnt through hst_walk (None: not known yet).
-        self._one_walk: list[bool | None] = [None] * len(self._models)
-        # Features whose learning score_one(learn_next=True) started, not finished yet.
-        self._pending: dict[str, float] | None = None
+        self._scored_feats: list[float] = []
+        self._mirror()
+
+    def _mirror(self) -> None:
+        """(Re)build the array mirrors of the models that have one; empty the buffer."""
+        self._flat: list[FlatHST | None] = [
+            FlatHST(m, self.channels) if self.flat and hst_flat.supports(m, self.channels)
+            else None for m in self._models]
+        self._plain = [j for j, f in enumerate(self._flat) if f is None]
+        self._any_flat = len(self._plain) < len(self._models)
+        self._buf: list[list[float]] = []  # learnt, not yet given to the FlatHSTs
+        self._buf_lo: list[float] = []  # the learnt range before the buffer's first point
+        self._buf_hi: list[float] = []
+        # Per buffered calibration sample: its row and the scores score_one took (or None)
+        self._buf_cal: list[tuple[int, list[float] | None]] = []
 
     @property
     def warming_up(self) -> bool:
         return self._learned < self.config.warmup or not all(k.ready for k in self._calib)
 
-    def _features(self, x: Sequence[float]) -> dict[str, float]:
+    def _feature_list(self, x: Sequence[float]) -> list[float]:
         if len(x) != len(self.channels):
             raise ValueError(f"{len(x)} values for {len(self.channels)} channels")
-        out = {}
-        for name, v, lo, hi in zip(self.channels, x, self._lo, self._hi, strict=False):
+        out = []
+        for v, lo, hi in zip(x, self._lo, self._hi, strict=False):
             span = hi - lo
             # The learnt range maps to [0.25, 0.75]: HalfSpaceTrees splits [0, 1], so
             # values beyond the range land in leaves normal data never fills.
             z = 0.25 + 0.5 * (v - lo) / span if span > 0 else 0.5
-            out[name] = 0.0 if z < 0.0 else (1.0 if z > 1.0 else z)
+            out.append(0.0 if z < 0.0 else (1.0 if z > 1.0 else z))
         return out
 
-    def score_one(self, x: Sequence[float], learn_next: bool = False) -> float:
-        """Stage score in [0, 1) (0 while warming up). ``x`` must be finite.
+    def _features(self, x: Sequence[float]) -> dict[str, float]:
+        return dict(zip(self.channels, self._feature_list(x), strict=True))
 
-        ``learn_next``: the caller expects to learn this very point next
-        (``learn_one(x, scored=True)``), so each HalfSpaceTrees starts learning it in
-        the walk that scores it; anything else called next takes that back. Scores and
-        state are the same either way.
-        """
-        if self._pending is not None:
-            self._settle()
+    def score_one(self, x: Sequence[float]) -> float:
+        """Stage score in [0, 1) (0 while warming up). ``x`` must be finite."""
         if self.warming_up:
             self.last_ratios = [0.0] * len(self._models)
             self._last_raw = []
             return 0.0
-        feats = self._features(x)
+        feats = self._feature_list(x)
         self._scored_x, self._scored_feats = list(x), feats
-        raw = []
-        for j, m in enumerate(self._models):
-            if self._one_walk[j] or (self._one_walk[j] is None and self._check_walk(j)):
-                raw.append(hst_walk.score_walk(m, feats, learn_next))
-                if learn_next:
-                    self._pending = feats
-            else:
-                raw.append(m.score_one(feats))
+        fdict = dict(zip(self.channels, feats, strict=True)) if self._plain else None
+        raw = [m.score_one(fdict) if f is None else f.score(feats)
+               for m, f in zip(self._models, self._flat, strict=True)]
         self._last_raw = raw
         self.last_ratios = [k.ratio(s) for k, s in zip(self._calib, raw, strict=True)]
         peak = max(self.last_ratios)
@@ -175,6 +182,8 @@ class RiverStage:
     def learn_one(self, x: Sequence[float], scored: bool = False) -> None:
         """Learn one accepted point; ``scored``: score_one was just called on this point."""
         lo, hi = self._lo, self._hi
+        if self._any_flat and not self._buf:
+            self._buf_lo, self._buf_hi = list(lo), list(hi)
         moved = True in map(lt, x, lo) or True in map(gt, x, hi)  # (C-speed, usually False)
         if moved:
             for i, v in enumerate(x):
@@ -183,64 +192,88 @@ class RiverStage:
                 if v > hi[i]:
                     hi[i] = v
         scored_x, self._scored_x = self._scored_x, None
-        same = not moved and scored_x is not None and scored_x == (
-            x if type(x) is list else list(x))
-        feats = self._scored_feats if same else self._features(x)
-        # Half learnt by score_one(learn_next=True): finish it (or take it back if the
-        # point or its features changed).
-        started = self._pending is not None and same
-        if self._pending is not None and not started:
-            self._settle()
-        self._pending = None
         learned = self._learned
         self._learned = learned + 1
         calibrate = learned >= self._calibrate_from and learned % self.calibration_every == 0
-        if not (calibrate or started):  # the usual case: River's learn_one, nothing else
-            for m in self._models:
+        # The scores score_one took of this point are those of a point not learnt yet.
+        reuse = scored and bool(self._last_raw)
+        if self._plain:
+            same = not moved and scored_x is not None and scored_x == (
+                x if type(x) is list else list(x))
+            feats = dict(zip(self.channels, self._scored_feats if same
+                             else self._feature_list(x), strict=True))
+            for j in self._plain:
+                m = self._models[j]
+                if calibrate:
+                    self._calib[j].add(self._last_raw[j] if reuse else m.score_one(feats))
                 m.learn_one(feats)
+        if self._any_flat:
+            buf = self._buf
+            if calibrate:
+                self._buf_cal.append((len(buf), list(self._last_raw) if reuse else None))
+            buf.append(list(x))
+            if (calibrate and self._refresh_due()) or len(buf) >= self._room():
+                self._flush()
+
+    def _room(self) -> int:
+        """Points the FlatHSTs can take before one of their windows ends."""
+        return min(f.window - f.counter for f in self._flat if f is not None)
+
+    def _refresh_due(self) -> bool:
+        """Whether a calibrator of a FlatHST refreshes on the buffered samples."""
+        n = len(self._buf_cal)
+        return any(k._since + n >= _REFRESH or (k._span == 0 and k._n + n >= 20)
+                   for k, f in zip(self._calib, self._flat, strict=True) if f is not None)
+
+    def _flush(self) -> None:
+        """Learn the buffered points (and add their calibration samples) in the FlatHSTs:
+        afterwards everything is as if each had been learnt at once."""
+        buf = self._buf
+        if not buf:
             return
-        # The scores score_one took of this point (``started``: of the same features,
-        # with nothing learnt since) are those of a point the models have not learnt.
-        reuse = (scored or started) and bool(self._last_raw)
-        for j, (m, k) in enumerate(zip(self._models, self._calib, strict=True)):
-            if calibrate and reuse:  # the score of this point, taken before it was learnt
-                k.add(self._last_raw[j])
-            walk = self._one_walk[j] or (self._one_walk[j] is None and self._check_walk(j))
-            if not walk:
-                if calibrate and not reuse:  # the score of a point not learnt yet
-                    k.add(m.score_one(feats))
-                m.learn_one(feats)
-            elif started:
-                hst_walk.count(m)
-            elif calibrate and not reuse:
-                k.add(hst_walk.score_learn(m, feats))  # = score_one, then learn_one
-            else:
-                m.learn_one(feats)
+        x = np.array(buf, dtype=float)
+        lo = np.minimum.accumulate(np.vstack((self._buf_lo, x)), axis=0)[1:]
+        hi = np.maximum.accumulate(np.vstack((self._buf_hi, x)), axis=0)[1:]
+        span = hi - lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(span > 0, 0.25 + 0.5 * (x - lo) / span, 0.5)
+        np.clip(z, 0.0, 1.0, out=z)
+        cal = self._buf_cal
+        fresh = [i for i, prior in cal if prior is None]
+        for j, f in enumerate(self._flat):
+            if f is None:
+                continue
+            if cal:
+                scores = iter(f.score_many(z[fresh]).tolist() if fresh else ())
+                k = self._calib[j]
+                for _, prior in cal:
+                    k.add(next(scores) if prior is None else prior[j])
+            f.learn_many(z)
+        self._buf, self._buf_cal = [], []
 
-    def _settle(self) -> None:
-        """Take back the learning a ``score_one(learn_next=True)`` started."""
-        feats, self._pending = self._pending, None
-        if feats is not None:
-            for m, walk in zip(self._models, self._one_walk, strict=True):
-                if walk:
-                    hst_walk.unwalk(m, feats)
-
-    def _check_walk(self, j: int) -> bool:
-        """Whether model ``j`` scores and learns through :mod:`hst_walk` (a River
-        HalfSpaceTrees laid out as it expects); decided once its trees are built."""
-        m = self._models[j]
-        if self.config.models[j].kind != "half_space_trees":
-            self._one_walk[j] = False
-        elif m.trees:
-            self._one_walk[j] = hst_walk.supports(m)
-        return bool(self._one_walk[j])
+    def _sync(self) -> None:
+        """Bring River's own models up to date (flush, then write the FlatHSTs back)."""
+        self._flush()
+        for f in self._flat:
+            if f is not None:
+                f.to_river()
 
     def __getstate__(self) -> dict[str, Any]:
-        self._settle()
-        return self.__dict__
+        self._sync()
+        state = dict(self.__dict__)
+        for k in ("_flat", "_plain", "_any_flat", "_buf", "_buf_lo", "_buf_hi", "_buf_cal"):
+            state.pop(k)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k in ("_one_walk", "_pending"):  # (pickled before the FlatHSTs)
+            state.pop(k, None)
+        self.__dict__.update(state)
+        self.__dict__.setdefault("flat", True)
+        self._mirror()
 
     def state_dict(self) -> dict[str, Any]:
-        self._settle()
+        self._sync()
         return {
             "models": self._models,
             "calib": self._calib,
@@ -252,11 +285,10 @@ class RiverStage:
     def load_state(self, state: dict[str, Any]) -> None:
         if len(state["models"]) != len(self._models) or len(state["lo"]) != len(self._lo):
             raise ValueError("river state does not match the configured models/channels")
-        self._models = state["models"]
+        self._models = [hst_walk.prebuilt(m, self.channels) for m in state["models"]]
         self._calib = state["calib"]
         self._lo = list(state["lo"])
         self._hi = list(state["hi"])
         self._learned = int(state["learned"])
         self._scored_x = None
-        self._pending = None
-        self._one_walk = [None] * len(self._models)
+        self._mirror()
