@@ -149,10 +149,14 @@ def _chunk(s1: Stage1Gate, x: np.ndarray, i: int, span: int, scores: np.ndarray,
     (True: it is not plain; None: the gate is not in a plain state: warm-up, re-baselined
     columns, a channel without a previous value, another method or direction)."""
     gate, cfg = s1.gate, s1.config
+    # (Checked before leaving the plain-Python lanes: the lanes keep these flags current,
+    # and a gate that is re-baselining must not pay for leaving and re-entering a lane
+    # at every row.)
+    if not (gate._short and s1._prev_ok and s1._ewma_ok and gate._ready_all
+            and gate._full_all):
+        return 0, None
     s1._sync()
     gate._sync()
-    if not (gate._short and s1._prev_ok and s1._ewma_ok):
-        return 0, None
     if gate._since >= cfg.robust_refresh or not gate._robust_ok:
         if gate._py and gate._full_all:
             gate._ring()  # the per-point lane refreshes from its copy of the ring
