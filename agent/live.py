@@ -55,6 +55,13 @@ log = logging.getLogger("agent.live")
 
 _INPUT_ROUTE = Route("#", None, "json")
 _DETECTION = ("streams", "detectors", "escalation", "alerts")
+# A burst (several queued messages scored in one engine call, LiveAgent._drain) takes at
+# most this many messages, and no more once it holds this many points (a message is never
+# split). Control commands and config swaps wait for at most one burst, and its first
+# message for the rest of it to be scored: ~0.1 s at 512 points on the benchmark's cascade
+# (~200 us/point); the CPU saved per point no longer grows beyond ~64 1-point messages.
+BURST_MAX_MESSAGES = 128
+BURST_MAX_POINTS = 512
 
 
 def _dumps(obj: Any) -> bytes:
@@ -132,6 +139,8 @@ class LiveAgent:
         self.latency = LatencyWindow()
         self.messages_in = 0
         self.ts_defaulted = 0
+        self.bursts = 0  # worker calls that scored two or more queued messages at once
+        self.burst_max = 0  # most messages taken in one burst
         self.failed: BaseException | None = None
         self.on_decision: Callable[[Decision], None] | None = None  # demo/plot hook
         self._stop = threading.Event()
@@ -255,41 +264,68 @@ class LiveAgent:
         engine, model = self.engine, self.model
         try:
             while True:
-                while ing.control:
+                while ing.control:  # between bursts, never inside one
                     ing.control.popleft()()
                     if self.engine is not engine or self.model is not model:  # replaced
                         engine, model = self.engine, self.model
                         refreeze_heap()  # the old ones collected, the new ones frozen
-                try:
-                    topic, payload, t_in = ing.data.popleft()
-                except IndexError:
-                    if self._stop.is_set():
-                        return
-                    ing.wake.wait(0.2)
-                    ing.wake.clear()
+                if self._drain():
                     continue
-                self._ingest(topic, payload, t_in)
+                if self._stop.is_set():
+                    return
+                ing.wake.wait(0.2)
+                ing.wake.clear()
         except BaseException as exc:  # outer supervisor of the worker: report and stop
             log.exception("detection worker failed")
             self.failed = exc
 
-    def _ingest(self, topic: str, payload: bytes | Point, t_in: float) -> None:
-        if isinstance(payload, Point):  # decoded by a serial source
-            d = self.engine.process(payload)
-            if self.on_decision is not None:
-                self.on_decision(d)
-            self.latency.add(time.monotonic() - t_in)
-            return
-        self.messages_in += 1
-        if self.events is not None and self.events.source_for(topic) is not None:
-            if self.events.handle(topic, payload, time.time()):
-                self.latency.add(time.monotonic() - t_in)
-            return
+    def _drain(self) -> int:
+        """Take the queued messages there are now (one, or a burst of up to
+        ``BURST_MAX_MESSAGES`` / ``BURST_MAX_POINTS``), score all their points through one
+        :meth:`Engine.process_batch` call; the number of messages taken (0: queue empty).
+
+        With one point per message, an engine call per message costs a wake-up and cold
+        caches per point; one call over a burst amortises them, and ``process_batch`` is
+        exactly ``process()`` point by point in queue order, so decisions do not change.
+        Only messages already queued are taken: a lone message is scored at once.
+        """
+        data = self.ingest.data
+        points: list[Point] = []
+        t_ins: list[float] = []  # receive time of each message that had points
+        taken = 0
+        while taken < BURST_MAX_MESSAGES and len(points) < BURST_MAX_POINTS:
+            try:
+                topic, payload, t_in = data.popleft()
+            except IndexError:
+                break
+            taken += 1
+            if isinstance(payload, Point):  # decoded by a serial source
+                points.append(payload)
+                t_ins.append(t_in)
+                continue
+            self.messages_in += 1
+            if self.events is not None and self.events.source_for(topic) is not None:
+                self._score(points, t_ins)  # the points queued before it go first
+                if self.events.handle(topic, payload, time.time()):
+                    self.latency.add(time.monotonic() - t_in)
+                continue
+            got = self._parse(topic, payload)
+            if got:
+                points += got
+                t_ins.append(t_in)
+        self._score(points, t_ins)
+        if taken > 1:
+            self.bursts += 1
+            self.burst_max = max(self.burst_max, taken)
+        return taken
+
+    def _parse(self, topic: str, payload: bytes) -> list[Point]:
+        """Route and parse one sensor message; its rejects are counted, its points returned."""
         route = _INPUT_ROUTE if topic == INPUT_TOPIC else self._router.route(topic)
         eng = self.engine
         if route is None:
             eng.rejects.reject("unknown_topic", f"no ingest route for {topic!r}")
-            return
+            return []
         fallback = Router.fallback_stream(topic)
         sc = self.cfg.stream(route.stream or fallback or "")
         parsed = parse_payload(payload, stream=route.stream, now=time.time(),
@@ -300,11 +336,21 @@ class LiveAgent:
         self.ts_defaulted += parsed.ts_defaulted
         for reason, detail in parsed.rejects:
             eng.rejects.reject(reason, f"{topic}: {detail}")
-        for d in eng.process_batch(parsed.points):  # (= process() point by point)
+        return parsed.points
+
+    def _score(self, points: list[Point], t_ins: list[float]) -> None:
+        """Score gathered points in one engine call, one latency sample per message; clear
+        both lists (the caller goes on gathering)."""
+        if not points:
+            return
+        for d in self.engine.process_batch(points):  # (= process() point by point)
             if self.on_decision is not None:
                 self.on_decision(d)
-        if parsed.points:
-            self.latency.add(time.monotonic() - t_in)
+        now = time.monotonic()
+        for t_in in t_ins:
+            self.latency.add(now - t_in)
+        points.clear()
+        t_ins.clear()
 
     def _tick(self) -> None:
         next_stats = time.monotonic() + self.cfg.agent.stats_interval_s
@@ -346,7 +392,8 @@ class LiveAgent:
             "latency_ms": self.latency.summary_ms(),
             "queue": {"depth": len(self.ingest.data), "capacity": self.ingest.data.maxlen,
                       "dropped": self.ingest.dropped,
-                      "control_dropped": self.ingest.control_dropped},
+                      "control_dropped": self.ingest.control_dropped,
+                      "bursts": self.bursts, "burst_max": self.burst_max},
             "store": self.store.stats() | {"published": self.publisher.published},
             "storage": self.store.health() | {"checkpoint": dict(self.ckpt_health)},
             "mqtt": ({"connected": t.connected, "protocol": "5" if t.v5 else "3.1.1",

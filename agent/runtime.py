@@ -9,7 +9,9 @@ Threads and who owns what:
 * one reader thread per ``serial`` entry (:class:`~agent.sources.serial.SerialSource`)
   decodes its port and appends the decoded points to the same bounded deque;
 * the detection worker (this module) is the only thread touching the engine: it parses,
-  runs the cascade, answers commands, applies configs, writes stats and checkpoints;
+  runs the cascade, answers commands, applies configs, writes stats and checkpoints; a
+  backlog of queued messages is scored in bursts, one engine call each, with commands
+  between bursts (``LiveAgent._drain`` in :mod:`agent.live`);
 * the outbox thread (:class:`~agent.publisher.Publisher`) drains the SQLite store.
 
 With ``--input FILE`` (``-`` = stdin) the agent reads JSON-lines points

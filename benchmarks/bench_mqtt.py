@@ -148,7 +148,8 @@ def _publisher(port: int, n_points: int, batch: int, rate: float, qos: int,
 def _baseline_live_path() -> None:
     """Undo issue #9's live-path changes in this process (``--baseline``): paho's own
     socket reads and PUBLISH decoding, alerts handed to the outbox thread, the heap not
-    frozen (the agent's TCP_NODELAY stays; the publisher and broker settings too)."""
+    frozen, one queued message per engine call (no bursts) (the agent's TCP_NODELAY
+    stays; the publisher and broker settings too)."""
     import agent.live
     import agent.transports.mqtt
     from agent.publisher import Publisher
@@ -156,6 +157,7 @@ def _baseline_live_path() -> None:
     agent.transports.mqtt._Client = paho.Client  # type: ignore[misc]
     agent.live.freeze_heap = agent.live.refreeze_heap = lambda: None  # type: ignore[assignment]
     Publisher.send_now = Publisher.notify  # type: ignore[method-assign]
+    agent.live.BURST_MAX_MESSAGES = 1
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -431,6 +433,8 @@ def live(port: int, tmp: Path, batch: int, rate: float, seconds: float,
                                     for k, v in st["thread_cpu_s"].items() if v > 0},
         "send_to_decision_ms": _pct(lat_dec),
         "agent_queue_to_decision_ms": st["latency_ms"],
+        # depth at the end, drops, bursts (queued messages scored in one engine call)
+        "agent_queue": st["queue"],
     }
     if alerts:
         lat_al = np.array([(t - sent[round(ts - T0) // batch]) * 1000
