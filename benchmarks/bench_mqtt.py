@@ -614,15 +614,16 @@ def readme(res: dict[str, Any]) -> str:
                          f"network (paho) {paho_us:g}, detection {det_us:g}, other {other_us:g} |")
     lines += [
         "",
-        "| latency (1-point messages, from the publisher's send) | p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|",
+        "| latency (1-point messages, from the publisher's send) | p50 ms | p99 ms | max ms "
+        "| n |",
+        "|---|---|---|---|---|",
     ]
     for name, run in res["latency"].items():
         for kind in ("decision", "alert"):
             p = run[f"send_to_{kind}_ms"]
             state = "sustained" if run["sustained"] else "NOT sustained"
             lines.append(f"| send -> {kind} at {name} ({state}) | "
-                         f"{p['p50']} | {p['p99']} | {p['max']} |")
+                         f"{p['p50']} | {p['p99']} | {p['max']} | {p['n']:,} |")
     lines += [
         "",
         "| send -> transport handler at 1,000 messages/s (Nagle, docs/mqtt.md) | p50 ms "
@@ -645,7 +646,8 @@ def readme(res: dict[str, Any]) -> str:
         f"| same, in agent CPU time per point (no broker / through Mosquitto) | "
         f"{r['cpu_batch_no_broker_vs_mosquitto']} | "
         f"{'yes' if (r['cpu_batch_no_broker_vs_mosquitto'] or 0) >= 0.8 else 'no'} |",
-        f"| p99 send -> alert <= 20 ms at 1,000 points/s | {r['p99_alert_ms_at_1000']} ms | "
+        f"| p99 send -> alert <= 20 ms at 1,000 points/s (worse of the two streams) | "
+        f"{r['p99_alert_ms_at_1000']} ms | "
         f"{'yes' if r['p99_alert_ms_at_1000'] <= 20 else 'no'} |",
         "",
         res["note"],
@@ -683,7 +685,10 @@ def main() -> None:
         lv = {f"batch{b}": max_sustained(port, tmp, b, nb[f"batch{b}"]["points_per_s"],
                                          probes, secs) for b in (1, 100)}
         lat_secs = 5.0 if quick else 15.0
-        lat = {"1000 points/s": live(port, tmp, 1, 1000.0, lat_secs, alerts=True)}
+        lat = {"1000 points/s": live(port, tmp, 1, 1000.0, lat_secs, alerts=True),
+               # (item 1's stream raises few alerts in a run: this one raises many)
+               "1000 points/s, anomaly storm": live(port, tmp, 1, 1000.0, lat_secs,
+                                                    alerts=True, stream="storm")}
         half = round(lv["batch1"]["max_sustained_points_per_s"] / 2)
         if half and abs(half - 1000) > 100:
             lat[f"{half} points/s (50 % of capacity)"] = live(port, tmp, 1, half, lat_secs,
@@ -712,7 +717,9 @@ def main() -> None:
               "single_vs_ceiling_qos0_storm": round(
                   stress["batch1"]["max_sustained_points_per_s"]
                   / ceil["qos0"]["messages_per_s"], 4),
-              "p99_alert_ms_at_1000": at1000["send_to_alert_ms"]["p99"],
+              "p99_alert_ms_at_1000": max(  # the worse of the two streams
+                  at1000["send_to_alert_ms"]["p99"],
+                  lat["1000 points/s, anomaly storm"]["send_to_alert_ms"]["p99"]),
               "transport_vs_ceiling_qos0": round(
                   1e6 / tr["cpu_us_per_message"] / ceil["qos0"]["messages_per_s"], 3),
               "p99_decision_ms_at_1000": at1000["send_to_decision_ms"]["p99"],
