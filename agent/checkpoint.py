@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,24 @@ def load_checkpoint(path: str | Path, fingerprint: str) -> Any:
         return pickle.loads(payload)
     except Exception as exc:  # unpickling can raise nearly anything on damaged state
         raise CheckpointError(f"{p}: payload cannot be decoded: {exc}") from exc
+
+
+# What a checkpoint that loads but does not fit the configuration raises in a ``load_state``.
+RESTORE_ERRORS = (CheckpointError, KeyError, TypeError, ValueError, AttributeError)
+
+
+def restore_into(path: str | Path, fingerprint: str, apply: Callable[[Any], None],
+                 fresh: Callable[[Exception], None]) -> Any:
+    """Load the checkpoint at ``path`` and ``apply`` it; the state, or None when there is
+    no file or it is unusable (then ``fresh(reason)`` has put the caller back in a fresh
+    state: a half-applied checkpoint is never kept)."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        state = load_checkpoint(p, fingerprint)
+        apply(state)
+    except RESTORE_ERRORS as exc:
+        fresh(exc)
+        return None
+    return state

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from agent.cascade import Outcome, StreamCascade
-from agent.checkpoint import load_checkpoint, save_checkpoint
+from agent.checkpoint import restore_into, save_checkpoint
 from agent.config import AgentConfig, StreamConfig
 from agent.counters import RejectCounter
 from agent.errors import CheckpointError
@@ -387,24 +387,24 @@ class Engine:
 
     def restore(self, path: str | Path) -> bool:
         """Restore from a checkpoint; on any problem log why, keep fresh state, return False."""
-        p = Path(path)
-        if not p.exists():
-            return False
-        try:
-            state = load_checkpoint(p, self.fingerprint())
+
+        def apply(state: dict[str, Any]) -> None:
             if set(state["cascades"]) != set(self._cascades):
-                raise CheckpointError(f"{p}: streams differ from the configuration")
+                raise CheckpointError(f"{path}: streams differ from the configuration")
             for sid, cas in self._cascades.items():
                 cas.load_state(state["cascades"][sid])
                 self._policies[sid].load_state(state["policies"][sid])
             self._last_ts = dict(state["last_ts"])
             self._seq = int(state["seq"])
-        except (CheckpointError, KeyError, TypeError, ValueError, AttributeError) as exc:
+
+        def fresh(exc: Exception) -> None:
             log.warning("checkpoint rejected, starting fresh: %s", exc)
-            fresh = Engine(self.config, self._model, self.sinks)
-            self.__dict__.update({k: v for k, v in fresh.__dict__.items()
+            new = Engine(self.config, self._model, self.sinks)
+            self.__dict__.update({k: v for k, v in new.__dict__.items()
                                   if k not in ("rejects", "points_in")})
+
+        if restore_into(path, self.fingerprint(), apply, fresh) is None:
             return False
-        log.info("restored detector state from %s", p)
+        log.info("restored detector state from %s", path)
         return True
 

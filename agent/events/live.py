@@ -40,9 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.checkpoint import load_checkpoint, save_checkpoint
+from agent.checkpoint import restore_into, save_checkpoint
 from agent.counters import RejectCounter
-from agent.errors import CheckpointError
 from agent.events.cascade import EventEngine
 from agent.events.config import EventsConfig, EventSourceConfig
 from agent.events.sequence import NextEventModel
@@ -283,24 +282,25 @@ class EventLive:
 
     def restore(self, path: str | Path) -> bool:
         """Load the saved state; on any problem log it once, count it, start fresh."""
-        p = Path(path)
-        if not p.exists():
-            return False
-        try:
-            state = load_checkpoint(p, self.fingerprint())
+
+        def apply(state: dict[str, Any]) -> None:
             self.engine.load_state(state["engine"])
             self.engine.events_in = int(state["events_in"])
-        except (CheckpointError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.warning("event checkpoint %s not used, the sources start fresh: %s", p, exc)
+
+        def fresh(exc: Exception) -> None:
+            log.warning("event checkpoint %s not used, the sources start fresh: %s", path, exc)
             self.checkpoint["rejected"] += 1
             self.checkpoint["error"] = str(exc)[:300]
             self.engine = EventEngine(self.config, model=self.engine.model,
                                       **self._engine_args)  # type: ignore[arg-type]
             if self.logs is not None:
                 self.logs.engine = self.engine
+
+        state = restore_into(path, self.fingerprint(), apply, fresh)
+        if state is None:
             return False
         self.checkpoint["restored"] = True
-        log.info("restored event-source state from %s (sources %s)", p,
+        log.info("restored event-source state from %s (sources %s)", path,
                  sorted(state["engine"]["cascades"]))
         return True
 
