@@ -134,7 +134,9 @@ def test_pty_device_to_jsonl_alerts_and_stats_survives_unplug(tmp_path: Path,
     agent = procs.agent(agent_config(tmp_path, link))
     # the agent starts before the device exists: it keeps retrying the port
     assert wait(lambda: "serial: reading" in procs.log(), 30), procs.log()
-    device = procs.device(link, labelled_csv(tmp_path / "a.csv", 400, (150, 300), 1), seed=1)
+    # 600 samples (3 s): the rows before the agent opens the port (its retry interval
+    # after the device appears) are flushed, and >300 must still arrive
+    device = procs.device(link, labelled_csv(tmp_path / "a.csv", 600, (250, 400), 1), seed=1)
     assert wait(lambda: len(raises(alerts_file)) == 2, 20), procs.log()[-3000:]
     assert all(a["stream"] == "line1" and a["channels"][0] == "temp"
                for a in raises(alerts_file))
