@@ -48,6 +48,9 @@ class _StatsCollector(Collector):
                                 value=st["queue"]["depth"])
         yield CounterMetricFamily("edge_queue_dropped", "ingest messages dropped (overflow)",
                                   value=st["queue"]["dropped"])
+        yield CounterMetricFamily("edge_queue_bursts", "backlogs of two or more queued "
+                                  "messages scored in one engine call",
+                                  value=st["queue"]["bursts"])
         yield GaugeMetricFamily("edge_store_backlog", "store-and-forward backlog",
                                 value=st["store"]["backlog"])
         sto = st.get("storage")

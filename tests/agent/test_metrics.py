@@ -48,6 +48,7 @@ def test_metrics_endpoint_matches_the_stats_payload(tmp_path: Path) -> None:
         for kind, n in st["alerts"].items():
             assert m[("edge_alerts_total", (("kind", kind),))] == n
         assert m[("edge_queue_dropped_total", ())] == st["queue"]["dropped"]
+        assert m[("edge_queue_bursts_total", ())] == st["queue"]["bursts"]
         assert m[("edge_queue_depth", ())] == st["queue"]["depth"]
         assert m[("edge_store_backlog", ())] == st["store"]["backlog"]
         assert m[("edge_store_published_total", ())] == st["store"]["published"]
