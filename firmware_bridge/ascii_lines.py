@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from firmware_bridge.delimited import Delimited
 from firmware_bridge.errors import BadLine
 
 MAX_LINE_BYTES: Final = 512
@@ -110,18 +111,16 @@ class AsciiLineParser:
         self.channels = tuple(channels)
         self.max_line = max_line
         self._csv_names = self.channels
-        self._buf = bytearray()
-        self._discarding = False
         self._counts = dict.fromkeys(COUNTERS, 0)
+        self._lines = Delimited(b"\n", max_line, self._counts, "overlong",
+                                delimiter_counted=True)
 
     def stats(self) -> dict[str, int]:
         return dict(self._counts)
 
     def reset(self) -> None:
         """Forget a partial line (e.g. after the port was reopened)."""
-        self._counts["bytes_discarded"] += len(self._buf)
-        self._buf.clear()
-        self._discarding = False
+        self._lines.reset()
 
     def feed(self, data: bytes) -> list[AsciiSample]:
         """Consume ``data`` and return the samples of the lines it completed."""
@@ -129,22 +128,7 @@ class AsciiLineParser:
         counts = self._counts
         counts["bytes_received"] += len(data)
         out: list[AsciiSample] = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                self._keep(data[start:])
-                return out
-            piece = data[start:end]
-            start = end + 1
-            if self._discarding:
-                counts["bytes_discarded"] += len(piece) + 1
-                self._discarding = False
-                continue
-            if self._buf:
-                self._buf += piece
-                piece = bytes(self._buf)
-                self._buf.clear()
+        for piece in self._lines.split(data):
             if len(piece) > self.max_line:
                 counts["overlong"] += 1
                 counts["bytes_discarded"] += len(piece) + 1
@@ -152,17 +136,7 @@ class AsciiLineParser:
             sample = self._line(piece)
             if sample is not None:
                 out.append(sample)
-
-    def _keep(self, tail: bytes) -> None:
-        if self._discarding:
-            self._counts["bytes_discarded"] += len(tail)
-            return
-        self._buf += tail
-        if len(self._buf) > self.max_line:
-            self._counts["overlong"] += 1
-            self._counts["bytes_discarded"] += len(self._buf)
-            self._buf.clear()
-            self._discarding = True
+        return out
 
     def _line(self, raw: bytes) -> AsciiSample | None:
         try:

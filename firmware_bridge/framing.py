@@ -24,6 +24,7 @@ from typing import Final
 
 from firmware_bridge import cobs
 from firmware_bridge.crc import crc32
+from firmware_bridge.delimited import Delimited
 from firmware_bridge.errors import BadFrame
 from firmware_bridge.messages import (
     Ack,
@@ -183,11 +184,10 @@ class FrameDecoder:
 
     def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
         self.max_frame_size = max_frame_size
-        self._max_encoded = cobs.max_encoded_size(max_frame_size)
-        self._buf = bytearray()
-        self._discarding = False
         self._last_seq: dict[int, int] = {}
         self._counts = dict.fromkeys(COUNTERS, 0)
+        self._packets = Delimited(b"\x00", cobs.max_encoded_size(max_frame_size),
+                                  self._counts, "oversize", delimiter_counted=False)
 
     def stats(self) -> dict[str, int]:
         """A copy of every counter."""
@@ -195,45 +195,17 @@ class FrameDecoder:
 
     def reset(self) -> None:
         """Forget a partial frame (e.g. after the port was reopened); counters stay."""
-        self._counts["bytes_discarded"] += len(self._buf)
-        self._buf.clear()
-        self._discarding = False
+        self._packets.reset()
 
     def feed(self, data: bytes) -> list[Frame]:
         """Consume ``data`` and return the frames it completed, in order."""
         data = bytes(data)
-        counts = self._counts
-        counts["bytes_received"] += len(data)
+        self._counts["bytes_received"] += len(data)
         frames: list[Frame] = []
-        start = 0
-        while True:
-            end = data.find(0, start)
-            if end < 0:
-                self._keep(data[start:])
-                return frames
-            piece = data[start:end]
-            start = end + 1
-            if self._discarding:
-                counts["bytes_discarded"] += len(piece)
-                self._discarding = False
-                continue
-            if self._buf:
-                self._buf += piece
-                piece = bytes(self._buf)
-                self._buf.clear()
+        for piece in self._packets.split(data):
             if piece:
                 self._packet(piece, frames)
-
-    def _keep(self, tail: bytes) -> None:
-        if self._discarding:
-            self._counts["bytes_discarded"] += len(tail)
-            return
-        self._buf += tail
-        if len(self._buf) > self._max_encoded:
-            self._counts["oversize"] += 1
-            self._counts["bytes_discarded"] += len(self._buf)
-            self._buf.clear()
-            self._discarding = True
+        return frames
 
     def _packet(self, packet: bytes, frames: list[Frame]) -> None:
         counts = self._counts
