@@ -194,9 +194,9 @@ class StreamCascade:
             counts["scored"][0] += 1
             gate = prev = s1
             deepest = Stage.STATISTICAL
-        if river is not None and not river.warming_up and (
+        if river is not None and (
             gate is None or gate >= self.river_at or sample
-        ):
+        ) and not river.warming_up:
             if gate is not None:
                 counts["escalated"][1] += 1
             s2 = river.score_one(filled)

@@ -141,6 +141,7 @@ class RiverStage:
         self._buf: list[list[float]] = []  # learnt, not yet given to the FlatHSTs
         self._buf_lo: list[float] = []  # the learnt range before the buffer's first point
         self._buf_hi: list[float] = []
+        self._flush_at = 0  # buffered points at which a FlatHST's window ends
         # Per buffered calibration sample: its row and the scores score_one took (or None)
         self._buf_cal: list[tuple[int, list[float] | None]] = []
 
@@ -184,6 +185,7 @@ class RiverStage:
         lo, hi = self._lo, self._hi
         if self._any_flat and not self._buf:
             self._buf_lo, self._buf_hi = list(lo), list(hi)
+            self._flush_at = self._room()  # (the windows' counters move only in _flush)
         moved = True in map(lt, x, lo) or True in map(gt, x, hi)  # (C-speed, usually False)
         if moved:
             for i, v in enumerate(x):
@@ -212,7 +214,7 @@ class RiverStage:
             if calibrate:
                 self._buf_cal.append((len(buf), list(self._last_raw) if reuse else None))
             buf.append(list(x))
-            if (calibrate and self._refresh_due()) or len(buf) >= self._room():
+            if (calibrate and self._refresh_due()) or len(buf) >= self._flush_at:
                 self._flush()
 
     def _room(self) -> int:
@@ -261,7 +263,8 @@ class RiverStage:
     def __getstate__(self) -> dict[str, Any]:
         self._sync()
         state = dict(self.__dict__)
-        for k in ("_flat", "_plain", "_any_flat", "_buf", "_buf_lo", "_buf_hi", "_buf_cal"):
+        for k in ("_flat", "_plain", "_any_flat", "_buf", "_buf_lo", "_buf_hi", "_buf_cal",
+                  "_flush_at"):
             state.pop(k)
         return state
 
