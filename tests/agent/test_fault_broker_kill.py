@@ -3,14 +3,18 @@
 A real agent process reads a two-stream series on stdin (``--input -``) while the broker
 goes down and comes back; it reconnects by itself. Every alert and clear event the agent
 raised (its JSON-lines sink is the record of what was *sent*) must arrive at a consumer
-exactly once after de-duplication by ``msg_id``, in order per stream. The consumer
-re-subscribes right after each restart, before the agent's reconnect backoff ends
-(alerts are not retained).
+exactly once after de-duplication by ``msg_id``, in order per stream. Alerts are not
+retained, so the consumer must be subscribed again before the agent reconnects: the agent
+process is paused (SIGSTOP) while the broker restarts and the consumer re-subscribes,
+then resumed (its reconnect timer could otherwise fire in the milliseconds between the
+broker's start and the consumer's SUBACK, and the test would lose what the agent then
+delivered; that happened once in a loaded CI run).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -83,13 +87,19 @@ def test_broker_sigkill_restarts_lose_and_duplicate_nothing(
             proc.stdin.flush()
             assert wait(lambda i=i: len(sent()) >= 8 * (i + 1) + 4, 30), sent()
             time.sleep(0.3)
-            own_broker.start()
-            probes.append(Probe(own_broker.host, own_broker.port, topics))
+            proc.send_signal(signal.SIGSTOP)  # no reconnect before the consumer is back
+            try:
+                own_broker.start()
+                probes.append(Probe(own_broker.host, own_broker.port, topics))  # (SUBACKed)
+            finally:
+                proc.send_signal(signal.SIGCONT)
         proc.stdin.close()
         assert proc.wait(30) == 0  # end of input: graceful shutdown
     finally:
         proc.kill()
         proc.wait(10)
+        if not proc.stdin.closed:  # (a failure above left it open)
+            proc.stdin.close()
         for p in probes:
             p.close()
     got = received()
