@@ -106,30 +106,36 @@ class FlatHST:
                 total += r[node] * weight
         return 1 - float(total) / self.max_score
 
+    def _paths(self, z: np.ndarray) -> np.ndarray:
+        """Flat indices into the mass arrays of the nodes on every row's path, root to
+        leaf: ``(height + 1, trees, rows)``."""
+        b, t = len(z), self.n_trees
+        zt = np.ascontiguousarray(z.T).ravel()  # feature-major: value of (f, row) at f*b+row
+        rows = np.arange(b, dtype=np.int64)
+        feat, thr = self._feat.ravel(), self._thr.ravel()
+        ibase = (np.arange(t, dtype=np.int64) * (2**self.height - 1))[:, None]
+        node = np.zeros((t, b), dtype=np.int64)
+        path = np.empty((self.height + 1, t, b), dtype=np.int64)
+        path[0] = node
+        for depth in range(self.height):
+            i = ibase + node
+            node = 2 * node + 1 + (zt[feat[i] * b + rows] >= thr[i])
+            path[depth + 1] = node
+        path += self._base
+        return path
+
     def score_many(self, z: np.ndarray) -> np.ndarray:
         """:meth:`score` of every row of ``z`` (``(B, features)``), at once."""
         b = len(z)
         if self.first_window or b == 0:
             return np.zeros(b)
-        rf = self.r.ravel()
-        base = self._base
-        zt = np.ascontiguousarray(z.T).ravel()  # feature-major: value of (f, row) at f*b+row
-        rows = np.arange(b, dtype=np.int64)
-        node = np.zeros((self.n_trees, b), dtype=np.int64)
-        alive = np.ones((self.n_trees, b), dtype=bool)
-        total = np.zeros((self.n_trees, b), dtype=np.int64)
-        feat, thr = self._feat.ravel(), self._thr.ravel()
-        inner = 2**self.height - 1
-        ibase = (np.arange(self.n_trees, dtype=np.int64) * inner)[:, None]
-        for depth in range(self.height):
-            m = rf[base + node]
-            total += np.where(alive, m << depth, 0)
-            alive &= m >= self.limit
-            i = ibase + node
-            right = zt[feat[i] * b + rows] >= thr[i]
-            node = 2 * node + 1 + right
-        total += np.where(alive, rf[base + node] << self.height, 0)
-        return 1 - total.sum(axis=0) / self.max_score
+        m = self.r.ravel()[self._paths(z)]  # reference masses along each path
+        # A node counts while every node above it on the path held at least the limit.
+        reached = np.ones(m.shape, dtype=bool)
+        np.logical_and.accumulate(m[:-1] >= self.limit, axis=0, out=reached[1:])
+        depth = np.arange(self.height + 1, dtype=np.int64)[:, None, None]
+        total = np.where(reached, m << depth, 0).sum(axis=(0, 1))
+        return 1 - total / self.max_score
 
     # ------------------------------------------------------------------ learning
     def learn_many(self, z: np.ndarray) -> None:
@@ -140,21 +146,8 @@ class FlatHST:
             return
         if b > self.window - self.counter:
             raise ValueError(f"{b} rows run past the window ({self.window - self.counter} left)")
-        n, t, h = self.n_nodes, self.n_trees, self.height
-        zt = np.ascontiguousarray(z.T).ravel()
-        rows = np.arange(b, dtype=np.int64)
-        feat, thr = self._feat.ravel(), self._thr.ravel()
-        inner = 2**h - 1
-        ibase = (np.arange(t, dtype=np.int64) * inner)[:, None]
-        node = np.zeros((t, b), dtype=np.int64)
-        path = np.empty((h + 1, t, b), dtype=np.int64)
-        path[0] = node
-        for depth in range(h):
-            i = ibase + node
-            node = 2 * node + 1 + (zt[feat[i] * b + rows] >= thr[i])
-            path[depth + 1] = node
-        path += self._base
-        self.l += np.bincount(path.ravel(), minlength=t * n).reshape(t, n)
+        n, t = self.n_nodes, self.n_trees
+        self.l += np.bincount(self._paths(z).ravel(), minlength=t * n).reshape(t, n)
         self.counter += b
         if self.counter == self.window:  # River's pivot: latest masses become the reference
             self.r, self.l = self.l, np.zeros_like(self.l)
